@@ -1,4 +1,4 @@
-"""The Noojee CampaignAPI response codes as data: one table for client, simulator, README and tests."""
+"""The Noojee CampaignAPI response codes as data: for client, simulator, README and tests."""
 
 from __future__ import annotations
 
@@ -46,9 +46,7 @@ _ROWS = (
         "no phone field in the lead",
         "rejected: map at least one phone field of the template",
     ),
-    Code(
-        103, "EXCEPTION", 500, Kind.TRANSIENT, "server error", "retried with backoff and jitter"
-    ),
+    Code(103, "EXCEPTION", 500, Kind.TRANSIENT, "server error", "retried with backoff and jitter"),
     Code(
         104,
         "DNC",

@@ -7,10 +7,11 @@ from typing import Any
 
 import pytest
 import requests
-from simfixtures import API_KEY, PREFIX, Api, running_sim, two_template_fixture
 
 from target_noojee import codes
 from target_noojee.simulator import Simulator
+
+from simfixtures import API_KEY, PREFIX, Api, running_sim, two_template_fixture
 
 PHONE = "0412345678"
 

@@ -7,10 +7,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from simfixtures import Api, code_of, running_sim
 
 from target_noojee.simulator import Simulator
 from target_noojee.simulator.capacity import Capacity
+
+from simfixtures import Api, code_of, running_sim
 
 
 def timed_inserts(sim: Simulator, n: int, first: int = 0) -> list[tuple[int, float]]:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import requests
+
 from simfixtures import PREFIX, two_template_fixture
 
 KEY = "cli-secret-3c9d7e"

@@ -6,9 +6,10 @@ import time
 
 import pytest
 import requests
-from simfixtures import API_KEY, Api, code_of, running_sim
 
 from target_noojee.simulator import Simulator
+
+from simfixtures import API_KEY, Api, code_of, running_sim
 
 LEAD = {"njExternalLeadId": "F1", "FirstPhone": "0412000001"}
 

@@ -1,0 +1,411 @@
+"""Delivery: a bounded window of leads, per-lead ordering, paced calls, retries, settlement.
+
+The main thread submits jobs (blocking when the window is full: backpressure on stdin). Worker
+threads take due jobs in order, wait for a permit from the shared limiter, make one call, feed
+the round trip to the limiter and act on the answer through `policy.next_step`. Two jobs for the
+same lead are never in flight at once: a later one waits behind the earlier one, so it wins.
+Every job ends settled (delivered, or durably rejected) or the run stops (`DeliveryStopped`).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Hashable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import backoff
+
+from target_noojee import codes
+from target_noojee.client import Outcome
+from target_noojee.codes import Kind
+from target_noojee.pacing import Limiter, Permit, Signal
+from target_noojee.policy import INSERT, Attempt, next_step
+from target_noojee.rejects import JsonLinesFile, reject_entry
+from target_noojee.report import DELIVERED, REJECTED, RETRIED, RunStats
+
+LOGGER = logging.getLogger("target_noojee.delivery")
+
+
+class Sender(Protocol):
+    """What delivery needs of the client."""
+
+    def send_lead(
+        self,
+        endpoint: str,
+        ids: Mapping[str, int],
+        body: Mapping[str, str],
+        *,
+        allow_duplicates: bool = False,
+    ) -> Outcome:
+        """One lead call."""
+        ...
+
+
+class DeliveryStopped(Exception):
+    """The run cannot go on; str() is one operator-facing line."""
+
+    def __init__(self, message: str, *, setting: str | None = None) -> None:
+        super().__init__(message)
+        self.setting = setting
+
+
+class Interrupted(Exception):
+    """A stop was requested (a signal) while the main thread waited on delivery."""
+
+
+@dataclass(eq=False)
+class Job:
+    """One lead on its way to the PBX."""
+
+    seq: int  # the watermark number of the record it came from
+    stream: str
+    key: Any  # the record's key, for the reject file and logs
+    lead_key: Hashable  # what identifies the lead on the PBX: jobs with one key go in order
+    ids: Mapping[str, int]  # fTemplateId / fCampaignId / fAllocationId
+    operation: str
+    endpoint: str
+    render: Callable[[str, bool], dict[str, str]]  # (endpoint, use_fallback) -> body
+    allow_duplicates: bool = False
+    has_fallback_disposition: bool = False
+    has_external_id: bool = False  # only then can a lost insert be resolved by an update
+    fallback_used: bool = False
+    lost_insert: bool = False
+    queued_at: float = 0.0  # when it became due first: a resend keeps its place in line
+    first_failure: float | None = None
+    last_error: str = ""
+    waits: Iterator[float] | None = field(default=None, repr=False)
+    on_delivered: Callable[[Job, dict[str, str]], None] | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Backoff with full jitter (python-backoff's wait generators), bounded per record."""
+
+    max_retry_time_s: float = 1800.0
+    base_wait_s: float = 0.5
+    max_wait_s: float = 60.0
+    overload_pause_s: float = 0.0  # minimum pause after a 109 (a manual import may be running)
+
+    def waits(self) -> Iterator[float]:
+        """A fresh generator of waits before jitter."""
+        gen = backoff.expo(base=2, factor=self.base_wait_s, max_value=self.max_wait_s)
+        next(gen)  # python-backoff generators are primed with one next()
+        return gen
+
+
+def limiter_signal(outcome: Outcome) -> Signal:
+    """What one answer says about the PBX's capacity."""
+    if outcome.connect_failed:
+        return Signal.CONNECT_FAILED
+    if outcome.code == codes.TOO_MANY_CONCURRENT:
+        return Signal.OVERLOAD
+    if outcome.kind is Kind.TRANSIENT:
+        return Signal.ERROR
+    return Signal.OK
+
+
+class Delivery:
+    """The in-flight window and its worker threads, shared by every stream of one PBX."""
+
+    def __init__(
+        self,
+        sender: Sender,
+        limiter: Limiter,
+        *,
+        settle: Callable[[int], None],
+        rejects: JsonLinesFile,
+        stats: RunStats,
+        retry: RetryPolicy,
+        workers: int,
+        window: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._sender = sender
+        self._limiter = limiter
+        self._settle = settle
+        self._rejects = rejects
+        self._stats = stats
+        self._retry = retry
+        self._clock = clock
+        self._window = max(window, 1)
+        self._n_workers = max(workers, 1)
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, Job]] = []
+        self._tiebreak = itertools.count()
+        self._waiting: dict[Hashable, deque[Job]] = {}  # lead_key -> later jobs for that lead
+        self._unsettled = 0
+        self._sending = 0
+        self._retrying = 0
+        self._stopping = False
+        self._interrupted = False  # set from a signal handler: no lock may be taken there
+        self._failure: DeliveryStopped | None = None
+        self._threads: list[threading.Thread] = []
+
+    # --- the main thread's side -------------------------------------------------------------
+
+    def submit(self, job: Job) -> None:
+        """Queue a job; blocks while the window is full. Raises DeliveryStopped."""
+        self._start_workers()
+        with self._cond:
+            while self._unsettled >= self._window and not self._stopping:
+                self._check_interrupt()
+                self._cond.wait(0.2)
+            self._raise_failure()
+            self._check_interrupt()
+            if self._stopping:
+                raise DeliveryStopped("delivery is shutting down")
+            self._unsettled += 1
+            later = self._waiting.get(job.lead_key)
+            if later is not None:
+                later.append(job)
+                return
+            self._waiting[job.lead_key] = deque()
+            job.queued_at = self._clock()
+            self._schedule(job, job.queued_at)
+
+    def reject_local(self, job: Job, reason: str, lead: Mapping[str, Any]) -> None:
+        """Record a job that mapping or validation refused; it is never sent."""
+        self._write_reject(job, "local", reason, lead, endpoint=None)
+        self._settle(job.seq)
+
+    def wait_settled(self, timeout_s: float | None = None) -> bool:
+        """Wait until every submitted job is settled; raises DeliveryStopped on a failure."""
+        deadline = None if timeout_s is None else self._clock() + timeout_s
+        with self._cond:
+            while self._unsettled and self._failure is None:
+                self._check_interrupt()
+                remaining = None if deadline is None else deadline - self._clock()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._cond.wait(min(remaining, 0.2) if remaining is not None else 0.2)
+            self._raise_failure()
+            return True
+
+    def interrupt(self) -> None:
+        """Ask the main thread's waits to give up (safe to call from a signal handler)."""
+        self._interrupted = True
+
+    def _check_interrupt(self) -> None:
+        if self._interrupted:
+            raise Interrupted
+
+    def stop(self, grace_s: float) -> int:
+        """No new calls; wait up to grace_s for calls in flight. Returns jobs left unsettled."""
+        deadline = self._clock() + grace_s
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+            while self._sending and self._clock() < deadline:
+                self._cond.wait(max(0.0, min(0.2, deadline - self._clock())))
+            return self._unsettled
+
+    def close(self) -> None:
+        """Stop the workers (after wait_settled or stop)."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        for thread in self._threads:
+            thread.join(timeout=0.5)
+
+    @property
+    def failure(self) -> DeliveryStopped | None:
+        """The error that stopped delivery, if any."""
+        return self._failure
+
+    def progress(self) -> dict[str, int]:
+        """Counts for the progress line."""
+        with self._cond:
+            return {
+                "unsettled": self._unsettled,
+                "in_flight": self._sending,
+                "retrying": self._retrying,
+            }
+
+    # --- worker side ------------------------------------------------------------------------
+
+    def _start_workers(self) -> None:
+        if self._threads:
+            return
+        for n in range(self._n_workers):
+            thread = threading.Thread(target=self._work, name=f"noojee-send-{n}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def _schedule(self, job: Job, due: float) -> None:
+        # Called with the lock held.
+        heapq.heappush(self._heap, (due, next(self._tiebreak), job))
+        self._cond.notify()
+
+    def _wait_for_due_job(self) -> bool:
+        """Block until some job is due; False when stopping."""
+        with self._cond:
+            while not self._stopping:
+                now = self._clock()
+                if self._heap and self._heap[0][0] <= now:
+                    return True
+                self._cond.wait(self._heap[0][0] - now if self._heap else None)
+            return False
+
+    def _take_due_job(self) -> Job | None:
+        """Pop the earliest due job (it may have been taken by another worker meanwhile)."""
+        with self._cond:
+            if self._stopping or not self._heap or self._heap[0][0] > self._clock():
+                return None
+            job = heapq.heappop(self._heap)[2]
+            if job.first_failure is not None:
+                self._retrying -= 1
+            self._sending += 1
+            return job
+
+    def _work(self) -> None:
+        # Permit first, job second: the job that goes out is always the earliest due when a
+        # slot frees up, so no job starves behind others waiting for the limiter.
+        while self._wait_for_due_job():
+            permit = self._limiter.acquire(timeout=0.2)
+            if permit is None:
+                continue
+            job = self._take_due_job()
+            if job is None:
+                self._limiter.release(permit, 0.0, Signal.IGNORE)
+                continue
+            try:
+                self._attempt(job, permit)
+            except Exception as exc:  # a bug must stop the run, not hang it
+                LOGGER.debug("delivery worker failed", exc_info=True)
+                self._fail(DeliveryStopped(f"internal error in delivery: {type(exc).__name__}"))
+            finally:
+                with self._cond:
+                    self._sending -= 1
+                    self._cond.notify_all()
+
+    def _attempt(self, job: Job, permit: Permit) -> None:
+        try:
+            body = job.render(job.endpoint, job.fallback_used)
+            outcome = self._sender.send_lead(
+                job.endpoint, job.ids, body, allow_duplicates=job.allow_duplicates
+            )
+        except BaseException:
+            self._limiter.release(permit, 0.0, Signal.IGNORE)
+            raise
+        self._limiter.release(permit, outcome.rtt_s, limiter_signal(outcome))
+        self._act(job, body, outcome)
+
+    def _act(self, job: Job, body: dict[str, str], outcome: Outcome) -> None:
+        if outcome.maybe_applied and job.endpoint == INSERT and job.has_external_id:
+            job.lost_insert = True
+        attempt = Attempt(
+            operation=job.operation,
+            endpoint=job.endpoint,
+            has_fallback_disposition=job.has_fallback_disposition,
+            fallback_used=job.fallback_used,
+            lost_insert=job.lost_insert,
+        )
+        step = next_step(attempt, outcome)
+        if step.action == "delivered":
+            if job.on_delivered is not None:
+                job.on_delivered(job, body)
+            self._stats.add(job.stream, DELIVERED, outcome.label)
+            self._finish(job)
+        elif step.action == "retry":
+            self._stats.add(job.stream, RETRIED, outcome.label)
+            self._retry_later(job, outcome)
+        elif step.action == "resend":
+            job.endpoint = step.endpoint or job.endpoint
+            job.fallback_used = job.fallback_used or step.use_fallback_disposition
+            with self._cond:
+                self._schedule(job, job.queued_at)
+        elif step.action == "stop":
+            self._fail(DeliveryStopped(_stop_message(outcome), setting=outcome.setting))
+        else:
+            self._write_reject(
+                job,
+                outcome.code if outcome.code is not None else outcome.label,
+                outcome.message,
+                body,
+                endpoint=job.endpoint,
+            )
+            self._finish(job)
+
+    def _retry_later(self, job: Job, outcome: Outcome) -> None:
+        now = self._clock()
+        if job.first_failure is None:
+            job.first_failure = now
+            job.waits = self._retry.waits()
+        job.last_error = outcome.message
+        elapsed = now - job.first_failure
+        if elapsed > self._retry.max_retry_time_s:
+            self._fail(
+                DeliveryStopped(
+                    f"lead {job.key!r} of stream {job.stream!r} kept failing for "
+                    f"{elapsed:.0f}s (max_retry_time_s={self._retry.max_retry_time_s:g}); "
+                    f"last error: {outcome.message}"
+                )
+            )
+            return
+        assert job.waits is not None
+        wait = backoff.full_jitter(next(job.waits))
+        if outcome.code == codes.TOO_MANY_CONCURRENT:
+            wait = max(wait, self._retry.overload_pause_s)
+        if outcome.retry_after_s is not None:
+            wait = max(wait, outcome.retry_after_s)
+        wait = min(wait, max(0.0, self._retry.max_retry_time_s - elapsed) + 0.01)
+        with self._cond:
+            self._retrying += 1
+            self._schedule(job, now + wait)
+
+    def _write_reject(
+        self,
+        job: Job,
+        code: int | str,
+        message: str,
+        lead: Mapping[str, Any],
+        *,
+        endpoint: str | None,
+    ) -> None:
+        self._rejects.write(
+            reject_entry(
+                stream=job.stream,
+                key=job.key,
+                code=code,
+                message=message,
+                lead=lead,
+                endpoint=endpoint,
+                ids=job.ids,
+            )
+        )
+        self._stats.add(job.stream, REJECTED, code)
+
+    def _finish(self, job: Job) -> None:
+        self._settle(job.seq)
+        with self._cond:
+            self._unsettled -= 1
+            later = self._waiting.get(job.lead_key)
+            if later:
+                successor = later.popleft()
+                successor.queued_at = self._clock()
+                self._schedule(successor, successor.queued_at)
+            else:
+                self._waiting.pop(job.lead_key, None)
+            self._cond.notify_all()
+
+    def _fail(self, error: DeliveryStopped) -> None:
+        with self._cond:
+            if self._failure is None:
+                self._failure = error
+            self._stopping = True
+            self._cond.notify_all()
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+
+
+def _stop_message(outcome: Outcome) -> str:
+    setting = f"; check the setting `{outcome.setting}`" if outcome.setting else ""
+    return f"the PBX answered {outcome.message}{setting}"

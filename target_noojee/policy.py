@@ -1,0 +1,80 @@
+"""What to do after each answer: one pure decision per (operation, endpoint, outcome).
+
+This is the README's "behaviour per response code" as code:
+- 0: delivered.
+- transient (103, 109, HTTP 5xx/429, connection errors, timeouts): retry with backoff.
+- configuration (113, 115, 116, 117, HTTP 401/403/404): the run stops, naming the setting.
+- 101 on update: upsert inserts instead; update mode rejects.
+- 112 on insert: upsert updates instead, and so does any insert after an attempt whose reply was
+  lost (the lost attempt created the lead); insert mode rejects otherwise.
+- 105 after a lost insert reply: the lost attempt holds the phone number, so update the same body.
+- 107: once more with `fallback_disposition` if set, else rejected; but after a lost insert reply
+  (resolved by an update) a 107 proves the lead exists and was never dialed: our insert landed.
+- 110: rejected, never retried (a person is editing the lead).
+- any other permanent code: rejected.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from target_noojee import codes
+from target_noojee.client import Outcome
+from target_noojee.codes import Kind
+
+UPDATE = "updateLeadFast"
+INSERT = "insertLeadFast"
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """What delivery knows of a lead's attempts so far, for the decision."""
+
+    operation: str  # update | insert | upsert
+    endpoint: str
+    has_fallback_disposition: bool
+    fallback_used: bool
+    lost_insert: bool  # an earlier insert of this lead may have been applied (reply lost)
+
+
+@dataclass(frozen=True)
+class Step:
+    """The decision: one of deliver / retry / resend / reject / stop."""
+
+    action: str  # "delivered" | "retry" | "resend" | "reject" | "stop"
+    endpoint: str | None = None  # for resend
+    use_fallback_disposition: bool = False  # for resend after 107
+
+
+DELIVERED = Step("delivered")
+RETRY = Step("retry")
+REJECT = Step("reject")
+STOP = Step("stop")
+
+
+def next_step(attempt: Attempt, outcome: Outcome) -> Step:
+    """Decide what follows one answer (see the module docstring for the table)."""
+    if outcome.kind is Kind.OK:
+        return DELIVERED
+    if outcome.kind is Kind.TRANSIENT:
+        return RETRY
+    if outcome.kind is Kind.CONFIG:
+        return STOP
+    code = outcome.code
+    if code == codes.COULDNT_FIND_THE_LEAD and attempt.operation == "upsert":
+        return Step("resend", endpoint=INSERT)
+    duplicate_id = code == codes.DUPLICATE_EXTERNAL_ID and attempt.endpoint == INSERT
+    if duplicate_id and (attempt.operation == "upsert" or attempt.lost_insert):
+        return Step("resend", endpoint=UPDATE)
+    if code == codes.DUPLICATE and attempt.endpoint == INSERT and attempt.lost_insert:
+        return Step("resend", endpoint=UPDATE)
+    if code == codes.NO_CHANGE_ON_UNSET_DISPOSITION and attempt.lost_insert:
+        # The lead exists (112) and was never dialed (107): it is the insert whose reply was lost.
+        return DELIVERED
+    if (
+        code == codes.NO_CHANGE_ON_UNSET_DISPOSITION
+        and attempt.has_fallback_disposition
+        and not attempt.fallback_used
+    ):
+        return Step("resend", endpoint=attempt.endpoint, use_fallback_disposition=True)
+    return REJECT

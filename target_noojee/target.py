@@ -1,0 +1,309 @@
+"""target-noojee: settings schema, the Target subclass, STATE watermark wiring, exit handling."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from types import FrameType
+from typing import IO, Any
+
+from jsonschema import ValidationError
+from singer_sdk import Target
+from singer_sdk import typing as th
+from singer_sdk.exceptions import ConfigValidationError, RecordsWithoutSchemaException
+
+from target_noojee.delivery import DeliveryStopped, Interrupted
+from target_noojee.input import InputError, NumberedReader, Terminated
+from target_noojee.pipeline import DEFAULTS, Pipeline
+from target_noojee.settings import ConfigError
+from target_noojee.sinks import NoojeeSink
+
+LOGGER = logging.getLogger("target_noojee")
+
+EXIT_FAILED = 1  # delivery failed (transient errors beyond max_retry_time_s, PBX refused)
+EXIT_CONFIG = 2  # a setting is wrong: fix it and run again
+EXIT_INPUT = 3  # the input is not valid Singer
+
+_ID = th.IntegerType(minimum=1)
+
+
+def _lead_properties() -> list[th.Property]:
+    """The lead settings: valid at the top level and inside `streams.<name>`."""
+    return [
+        th.Property("template_id", _ID, description="Campaign template id, sent as fTemplateId."),
+        th.Property("campaign_id", _ID, description="Campaign id, sent as fCampaignId."),
+        th.Property("allocation_id", _ID, description="Allocation id, sent as fAllocationId."),
+        th.Property(
+            "operation",
+            th.StringType,
+            allowed_values=["update", "insert", "upsert"],
+            description="update (default), insert, or upsert (update; insert when not found).",
+        ),
+        th.Property(
+            "mapping",
+            th.ObjectType(additional_properties=th.StringType),
+            description="Lead field -> path of the source field; dotted paths reach into "
+            "nested objects (address.city). Lead fields not in the mapping are not sent.",
+        ),
+        th.Property(
+            "phone_fields",
+            th.ArrayType(th.StringType),
+            description="Lead fields holding phone numbers (default: mapped fields whose name "
+            "contains 'phone').",
+        ),
+        th.Property(
+            "phone_region",
+            th.StringType,
+            description="Region for phone numbers without a country code (default AU).",
+        ),
+        th.Property(
+            "timezone",
+            th.StringType,
+            description="IANA zone of the PBX's contact hours for njCallBackDate "
+            "(default Australia/Melbourne).",
+        ),
+        th.Property(
+            "allow_duplicates",
+            th.BooleanType,
+            description="Insert: send allowDuplicates=true (skip the duplicate-phone check).",
+        ),
+        th.Property(
+            "fallback_disposition",
+            th.StringType,
+            description="Disposition sent on a second try after a 107 (<No Change> on a "
+            "never-dialed lead); unset: such records are rejected.",
+        ),
+        th.Property(
+            "lead_schema",
+            th.ObjectType(additional_properties=True),
+            description="JSON Schema every mapped lead must satisfy (on top of built-in checks).",
+        ),
+    ]
+
+
+def _config_schema() -> dict[str, Any]:
+    lead = _lead_properties()
+    return th.PropertiesList(
+        th.Property(
+            "base_url",
+            th.StringType,
+            required=True,
+            description="PBX root, e.g. https://pbx.example.com.au",
+        ),
+        th.Property(
+            "api_key",
+            th.StringType,
+            required=True,
+            secret=True,
+            description="Noojee API key (a secret: never logged).",
+        ),
+        *lead,
+        th.Property(
+            "streams",
+            th.ObjectType(additional_properties=th.ObjectType(*_lead_properties())),
+            description="Stream name -> overrides of any lead setting above.",
+        ),
+        th.Property(
+            "reject_file",
+            th.StringType,
+            default=DEFAULTS["reject_file"],
+            description="JSON Lines file for records that can never be delivered.",
+        ),
+        th.Property(
+            "max_concurrency",
+            th.IntegerType(minimum=1, maximum=256),
+            default=DEFAULTS["max_concurrency"],
+            description="Upper bound on lead calls in flight; the pace adapts below it.",
+        ),
+        th.Property(
+            "concurrency",
+            th.IntegerType(minimum=1, maximum=256),
+            description="Pin a fixed number of calls in flight instead of adapting.",
+        ),
+        th.Property(
+            "request_timeout_s",
+            th.NumberType(minimum=1),
+            default=DEFAULTS["request_timeout_s"],
+            description="Seconds to wait for a reply (longer than the PBX's 60 s queue limit).",
+        ),
+        th.Property(
+            "max_retry_time_s",
+            th.NumberType(minimum=0),
+            default=DEFAULTS["max_retry_time_s"],
+            description="How long one record may keep failing transiently before the run fails.",
+        ),
+        th.Property(
+            "overload_pause_s",
+            th.NumberType(minimum=0),
+            default=DEFAULTS["overload_pause_s"],
+            description="Minimum pause before retrying a call answered 109 (a manual import "
+            "on the PBX may be running).",
+        ),
+        th.Property(
+            "shutdown_grace_s",
+            th.NumberType(minimum=0),
+            default=DEFAULTS["shutdown_grace_s"],
+            description="On SIGTERM/SIGINT: seconds to wait for calls in flight.",
+        ),
+        th.Property(
+            "progress_interval_s",
+            th.NumberType(minimum=1),
+            default=DEFAULTS["progress_interval_s"],
+            description="Seconds between progress lines while sending.",
+        ),
+        th.Property(
+            "dry_run",
+            th.BooleanType,
+            default=False,
+            description="Map and validate everything, send nothing.",
+        ),
+        th.Property(
+            "dry_run_file",
+            th.StringType,
+            default=DEFAULTS["dry_run_file"],
+            description="Dry run: JSON Lines file receiving each lead that would be sent.",
+        ),
+    ).to_dict()
+
+
+class StoppedBySignal(Exception):
+    """The run was stopped by a signal with records left unsent."""
+
+    def __init__(self, signum: int, unsent: int) -> None:
+        super().__init__(
+            f"stopped by signal {signum} with {unsent} record(s) unsent; no STATE covers them"
+        )
+        self.signum = signum
+
+
+class TargetNoojee(Target):
+    """Loads records into Noojee Contact leads, paced to the PBX, STATE only when settled."""
+
+    name = "target-noojee"
+    config_jsonschema = _config_schema()
+    default_sink_class = NoojeeSink
+    message_reader_class = NumberedReader
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._stop_signal: int | None = None
+        self.pipeline: Pipeline
+        super().__init__(*args, **kwargs)
+        self.pipeline = Pipeline(self.config)
+        if isinstance(self.message_reader, NumberedReader):
+            self.message_reader.should_stop = self._stop_requested
+
+    # --- config ------------------------------------------------------------------------------
+
+    def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
+        """Validate without echoing values (the API key must never reach a log)."""
+        try:
+            return super()._validate_config(raise_errors=raise_errors)
+        except ConfigValidationError as exc:
+            raise ConfigError("config", _config_errors_line(dict(self.config))) from exc
+
+    # --- messages --------------------------------------------------------------------------
+
+    def _process_record_message(self, message_dict: dict) -> None:
+        seq = self.pipeline.open_record()
+        try:
+            super()._process_record_message(message_dict)
+        finally:
+            self.pipeline.close_record(seq)
+
+    def _process_state_message(self, message_dict: dict) -> None:
+        self._assert_line_requires(message_dict, requires={"value"})
+        self.pipeline.add_state(message_dict["value"])
+
+    def _write_state_message(self, state: dict) -> None:
+        """The SDK's own STATE writes are disabled: the watermark writes STATE."""
+
+    def listen(self, file_input: IO[str] | None = None) -> None:  # type: ignore[misc]
+        """Read and deliver everything; on a signal, stop cleanly; on a failure, stop at once."""
+        try:
+            super().listen(file_input)
+        except (Terminated, Interrupted):
+            unsent = self.pipeline.shutdown()
+            if unsent:
+                raise StoppedBySignal(self._stop_signal or signal.SIGTERM, unsent) from None
+            LOGGER.info(
+                "stopped by signal %s; every record received was settled", self._stop_signal
+            )
+        except BaseException:
+            self.pipeline.shutdown(grace_s=0)
+            raise
+
+    def process_endofpipe(self) -> None:
+        """End of input: let the SDK clean up its sinks, then wait for every lead to settle."""
+        super().process_endofpipe()
+        self.pipeline.finish()
+
+    # --- termination -------------------------------------------------------------------------
+
+    def _stop_requested(self) -> bool:
+        return self._stop_signal is not None
+
+    def _handle_termination(self, signum: int, frame: FrameType | None) -> None:
+        """First signal: stop intake and shut down cleanly. Second: exit at once."""
+        if self._stop_signal is not None:
+            # Never cut a STATE line in half: wait (briefly) for the watermark's lock.
+            acquired = self.pipeline.watermark.lock.acquire(timeout=2)
+            LOGGER.error("second signal: exiting now; unsettled records get no STATE")
+            os._exit(128 + signum if acquired else 1)
+        self._stop_signal = signum
+        LOGGER.warning("signal %d: no more input is read; finishing calls in flight", signum)
+        self.pipeline.delivery.interrupt()
+        if isinstance(self.message_reader, NumberedReader) and self.message_reader.waiting:
+            raise Terminated
+        # Otherwise the reader or the delivery window notices the request at its next step.
+
+
+def _config_errors_line(config: dict[str, Any]) -> str:
+    """One line naming each invalid setting, without its value."""
+    from jsonschema import Draft7Validator
+
+    schema = dict(TargetNoojee.config_jsonschema)
+    TargetNoojee.append_builtin_config(schema)
+    problems = []
+    for error in Draft7Validator(schema).iter_errors(config):
+        problems.append(_describe(error))
+    return "invalid config: " + "; ".join(problems or ["does not match the settings schema"])
+
+
+def _describe(error: ValidationError) -> str:
+    path = ".".join(str(p) for p in error.absolute_path) or "(top level)"
+    if error.validator == "required":
+        return error.message.replace("is a required property", "is required")
+    expected = error.validator_value
+    if error.validator == "type":
+        return f"setting `{path}` must be of type {expected}"
+    if error.validator == "enum":
+        return f"setting `{path}` must be one of {expected}"
+    return f"setting `{path}` fails `{error.validator}: {expected}`"
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit status. Known failures are one line on stderr."""
+    try:
+        TargetNoojee.cli.main(args=argv, standalone_mode=False)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 1
+    except ConfigError as exc:
+        LOGGER.error("%s", exc)
+        return EXIT_CONFIG
+    except (InputError, RecordsWithoutSchemaException) as exc:
+        LOGGER.error("%s", exc)
+        return EXIT_INPUT
+    except DeliveryStopped as exc:
+        LOGGER.error("run failed: %s", exc)
+        return EXIT_CONFIG if exc.setting else EXIT_FAILED
+    except StoppedBySignal as exc:
+        LOGGER.error("%s", exc)
+        return 128 + exc.signum
+    return 0
+
+
+def cli() -> None:
+    """Console entry point."""
+    sys.exit(run())

@@ -1,0 +1,136 @@
+"""Killed at any moment, the last STATE covers settled records only; resuming loses none."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from target_noojee.simulator import Simulator
+
+from conftest import API_KEY, base_config, lead, record_msg, schema_msg
+
+N = 300
+
+
+def messages(start: int = 0) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = [schema_msg()]
+    for i in range(start, N):
+        out.append(record_msg(lead(i)))
+        if i % 10 == 9:
+            out.append({"type": "STATE", "value": {"next": i + 1}})
+    if start >= N:
+        out.append({"type": "STATE", "value": {"next": N}})  # a resumed tap restates its bookmark
+    return out
+
+
+def start_target(config: dict[str, Any], tmp_path: Path) -> subprocess.Popen[bytes]:
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    return subprocess.Popen(
+        [sys.executable, "-m", "target_noojee", "--config", str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+class Collected(list[str]):
+    """STATE lines as they arrive; `finish()` waits for the reader to reach end of output."""
+
+    reader: threading.Thread
+
+    def finish(self) -> Collected:
+        self.reader.join(timeout=30)
+        return self
+
+
+def feed_and_collect(proc: subprocess.Popen[bytes], lines: list[dict[str, Any]]) -> Collected:
+    """Write input in the background; collect STATE lines as they come."""
+    assert proc.stdin is not None and proc.stdout is not None
+
+    def feed() -> None:
+        try:
+            for m in lines:
+                proc.stdin.write((json.dumps(m) + "\n").encode())  # type: ignore[union-attr]
+            proc.stdin.close()  # type: ignore[union-attr]
+        except (BrokenPipeError, ValueError):
+            pass
+
+    threading.Thread(target=feed, daemon=True).start()
+    states = Collected()
+    states.reader = threading.Thread(
+        target=lambda: states.extend(line.decode() for line in proc.stdout),  # type: ignore[union-attr]
+        daemon=True,
+    )
+    states.reader.start()
+    return states
+
+
+def assert_state_covers_only_settled(sim: Simulator, states: list[str]) -> int:
+    """Every record before the last STATE is in the simulator; returns where to resume."""
+    if not states:
+        return 0
+    resume = json.loads(states[-1])["next"]
+    held = {x["external_id"] for x in sim.leads(campaign_id=41)}
+    missing = [f"L{i:05d}" for i in range(resume) if f"L{i:05d}" not in held]
+    assert missing == [], f"STATE next={resume} but {len(missing)} earlier leads missing"
+    return int(resume)
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
+def test_kill_mid_run_then_resume(tmp_path: Path, how: str) -> None:
+    with Simulator(api_key=API_KEY, slots=3, service_ms=15) as sim:
+        config = base_config(sim, tmp_path, fallback_disposition="Call Back")
+        proc = start_target(config, tmp_path)
+        states = feed_and_collect(proc, messages())
+        deadline = time.monotonic() + 30
+        while len(states) < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert states, "no STATE came out progressively"
+        assert len(sim.leads(campaign_id=41)) < N, "run finished before the kill"
+        os.kill(proc.pid, signal.SIGKILL if how == "SIGKILL" else signal.SIGTERM)
+        rc = proc.wait(timeout=60)
+        states.finish()
+        if how == "SIGTERM":
+            assert rc != 0  # input was cut off with records in flight or unread
+            assert b"Traceback" not in proc.stderr.read()  # type: ignore[union-attr]
+        resume = assert_state_covers_only_settled(sim, states)
+        proc = start_target(config, tmp_path)
+        states = feed_and_collect(proc, messages(resume))
+        assert proc.wait(timeout=120) == 0
+        assert json.loads(states.finish()[-1]) == {"next": N}
+        held = {x["external_id"]: x for x in sim.leads(campaign_id=41)}
+        assert sorted(held) == [f"L{i:05d}" for i in range(N)]
+        assert not (tmp_path / "rejects.jsonl").exists()
+
+
+def test_sigkill_at_random_moments(tmp_path: Path) -> None:
+    """Kill -9 at several random moments of one input; every STATE seen covers settled leads."""
+    import random
+
+    rng = random.Random(7)
+    with Simulator(api_key=API_KEY, slots=4, service_ms=20) as sim:
+        config = base_config(sim, tmp_path, fallback_disposition="Call Back")
+        resume = 0
+        for _ in range(6):
+            proc = start_target(config, tmp_path)
+            states = feed_and_collect(proc, messages(resume))
+            time.sleep(rng.uniform(0.5, 2.5))
+            proc.kill()
+            proc.wait(timeout=30)
+            states.finish()
+            resume = max(resume, assert_state_covers_only_settled(sim, states))
+        proc = start_target(config, tmp_path)
+        states = feed_and_collect(proc, messages(resume))
+        assert proc.wait(timeout=120) == 0
+        assert json.loads(states.finish()[-1]) == {"next": N}
+        assert len(sim.leads(campaign_id=41)) == N
