@@ -80,7 +80,8 @@ class Job:
     first_failure: float | None = None
     last_error: str = ""
     waits: Iterator[float] | None = field(default=None, repr=False)
-    on_delivered: Callable[[Job, dict[str, str]], None] | None = field(default=None, repr=False)
+    external_id: str | None = None
+    fingerprint: str = ""  # of the mapped lead, for the ledger
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,7 @@ class Delivery:
         limiter: Limiter,
         *,
         settle: Callable[[int], None],
+        on_outcome: Callable[[Job, str, int | str | None], None] = lambda job, outcome, code: None,
         rejects: JsonLinesFile,
         stats: RunStats,
         retry: RetryPolicy,
@@ -129,6 +131,7 @@ class Delivery:
         self._sender = sender
         self._limiter = limiter
         self._settle = settle
+        self._on_outcome = on_outcome  # e.g. the ledger: called before the job settles
         self._rejects = rejects
         self._stats = stats
         self._retry = retry
@@ -169,11 +172,6 @@ class Delivery:
             job.queued_at = self._clock()
             self._schedule(job, job.queued_at)
 
-    def reject_local(self, job: Job, reason: str, lead: Mapping[str, Any]) -> None:
-        """Record a job that mapping or validation refused; it is never sent."""
-        self._write_reject(job, "local", reason, lead, endpoint=None)
-        self._settle(job.seq)
-
     def wait_settled(self, timeout_s: float | None = None) -> bool:
         """Wait until every submitted job is settled; raises DeliveryStopped on a failure."""
         deadline = None if timeout_s is None else self._clock() + timeout_s
@@ -186,6 +184,11 @@ class Delivery:
                 self._cond.wait(min(remaining, 0.2) if remaining is not None else 0.2)
             self._raise_failure()
             return True
+
+    def is_pending(self, lead_key: Hashable) -> bool:
+        """Whether a job for this lead is queued or in flight (its ledger row may be stale)."""
+        with self._cond:
+            return lead_key in self._waiting
 
     def interrupt(self) -> None:
         """Ask the main thread's waits to give up (safe to call from a signal handler)."""
@@ -308,8 +311,7 @@ class Delivery:
         )
         step = next_step(attempt, outcome)
         if step.action == "delivered":
-            if job.on_delivered is not None:
-                job.on_delivered(job, body)
+            self._on_outcome(job, DELIVERED, outcome.code)
             self._stats.add(job.stream, DELIVERED, outcome.label)
             self._finish(job)
         elif step.action == "retry":
@@ -323,13 +325,9 @@ class Delivery:
         elif step.action == "stop":
             self._fail(DeliveryStopped(_stop_message(outcome), setting=outcome.setting))
         else:
-            self._write_reject(
-                job,
-                outcome.code if outcome.code is not None else outcome.label,
-                outcome.message,
-                body,
-                endpoint=job.endpoint,
-            )
+            code = outcome.code if outcome.code is not None else outcome.label
+            self._write_reject(job, code, outcome.message, body, endpoint=job.endpoint)
+            self._on_outcome(job, REJECTED, code)
             self._finish(job)
 
     def _retry_later(self, job: Job, outcome: Outcome) -> None:
@@ -377,6 +375,7 @@ class Delivery:
                 lead=lead,
                 endpoint=endpoint,
                 ids=job.ids,
+                fingerprint=job.fingerprint or None,
             )
         )
         self._stats.add(job.stream, REJECTED, code)

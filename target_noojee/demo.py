@@ -51,6 +51,7 @@ def main() -> int:
             "operation": "upsert",
             "mapping": DEMO_MAPPING,
             "reject_file": str(out_dir / "rejects.jsonl"),
+            "ledger_path": str(out_dir / "ledger.sqlite"),
             "progress_interval_s": 2,
         }
         config_path = out_dir / "config.json"

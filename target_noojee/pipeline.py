@@ -14,11 +14,18 @@ from typing import Any, TextIO
 
 from target_noojee.client import NoojeeClient
 from target_noojee.delivery import Delivery, DeliveryStopped, Job, RetryPolicy
+from target_noojee.ledger import (
+    DELIVERED,
+    Ledger,
+    default_ledger_path,
+    fingerprint,
+    pbx_identity,
+)
 from target_noojee.mapping import LeadMapper, LeadValues, LocalRejection
 from target_noojee.pacing import make_limiter
 from target_noojee.policy import INSERT, UPDATE
 from target_noojee.rejects import JsonLinesFile, reject_entry
-from target_noojee.report import DRY_RUN, REJECTED, RunStats
+from target_noojee.report import DRY_RUN, REJECTED, UNCHANGED, RunStats
 from target_noojee.settings import LeadSettings, resolve_stream_settings
 from target_noojee.watermark import Watermark
 
@@ -34,6 +41,11 @@ DEFAULTS: dict[str, Any] = {
     "progress_interval_s": 10.0,
     "shutdown_grace_s": 30.0,
 }
+REJECT_BUDGET_MIN_RECORDS = 100  # the reject budget stops a run early only after this many
+
+
+class RejectBudgetExceeded(DeliveryStopped):
+    """More than max_reject_ratio of the run's records were rejected."""
 
 
 def setting(config: Mapping[str, Any], name: str) -> Any:
@@ -63,8 +75,8 @@ class Lane:
 
     @property
     def first_endpoint(self) -> str:
-        """insert mode inserts; update and upsert start with an update."""
-        return INSERT if self.settings.operation == "insert" else UPDATE
+        """update updates; insert inserts; upsert inserts unless the ledger knows the lead."""
+        return UPDATE if self.settings.operation == "update" else INSERT
 
     def record_key(self, record: Mapping[str, Any], values: LeadValues | None) -> Any:
         """The record's key for reject lines: key properties, else the external id."""
@@ -80,10 +92,17 @@ class Pipeline:
     def __init__(self, config: Mapping[str, Any], *, out: TextIO | None = None) -> None:
         self.config = config
         self.stats = RunStats()
-        self.rejects = JsonLinesFile(setting(config, "reject_file"))
+        self.rejects = JsonLinesFile(setting(config, "reject_file"), shared_lock=True)
         self.watermark = Watermark(before_emit=self.rejects.sync, out=out)
         self.dry_run = bool(config.get("dry_run"))
         self.dry_run_file = JsonLinesFile(setting(config, "dry_run_file"))
+        self.full_resend = bool(config.get("full_resend"))
+        ratio = config.get("max_reject_ratio")
+        self.max_reject_ratio = None if ratio is None else float(ratio)
+        self.ledger = Ledger(
+            config.get("ledger_path") or default_ledger_path(),
+            pbx_identity(str(config.get("base_url", ""))),
+        )
         max_concurrency = int(setting(config, "max_concurrency"))
         self.limiter = make_limiter(
             max_concurrency=max_concurrency, concurrency=config.get("concurrency")
@@ -98,6 +117,7 @@ class Pipeline:
             self.client,
             self.limiter,
             settle=self.watermark.release,
+            on_outcome=self._remember,
             rejects=self.rejects,
             stats=self.stats,
             retry=RetryPolicy(
@@ -108,6 +128,7 @@ class Pipeline:
             window=max(256, 8 * max_concurrency),
         )
         self._seq = -1
+        self._closed = False
         self._stop_progress = threading.Event()
         self._progress: threading.Thread | None = None
 
@@ -116,6 +137,16 @@ class Pipeline:
     def lane(self, stream: str, key_properties: Sequence[str] | None) -> Lane:
         """Resolve a stream's settings (raises settings.ConfigError naming the setting)."""
         settings = resolve_stream_settings(self.config, stream)
+        if (
+            settings.operation != "insert"
+            and not settings.fallback_disposition
+            and "njDisposition" not in settings.mapping
+        ):
+            LOGGER.warning(
+                "stream %r: updates keep the disposition (<No Change>), which the PBX refuses "
+                "(107) for leads never dialed; set fallback_disposition to send those anyway",
+                stream,
+            )
         return Lane(stream, settings, LeadMapper(settings), tuple(key_properties or ()))
 
     def open_record(self) -> int:
@@ -134,6 +165,8 @@ class Pipeline:
     def accept(self, lane: Lane, record: Mapping[str, Any], invalid: str | None = None) -> None:
         """Map one record of a stream and hand its lead on; `invalid` rejects it locally."""
         seq = self._seq
+        if seq % 50 == 49:
+            self._check_reject_budget(final=False)
         self.watermark.hold(seq)
         values: LeadValues | None = None
         try:
@@ -144,11 +177,35 @@ class Pipeline:
             self._reject_local(lane, seq, lane.record_key(record, values), rejection)
             return
         job = self._job(lane, seq, record, values)
+        if self._consult_ledger(job):
+            self.stats.add(lane.stream, UNCHANGED)
+            self.watermark.release(seq)
+            return
         if self.dry_run:
             self._write_dry_run(job)
             return
         self._start_progress()
         self.delivery.submit(job)
+
+    def _consult_ledger(self, job: Job) -> bool:
+        """Pick upsert's endpoint; True when the lead is unchanged since it last reached the PBX.
+
+        Unchanged means: the ledger holds this very lead, and nothing for it is on its way.
+        """
+        if job.external_id is None:
+            return False
+        entry = self.ledger.get(job.ids["fCampaignId"], job.external_id)
+        if job.operation == "upsert" and entry is not None and entry.outcome == DELIVERED:
+            job.endpoint = UPDATE  # a known lead: one call, no 112 first
+        if self.full_resend or entry is None or entry.fingerprint != job.fingerprint:
+            return False
+        return not self.delivery.is_pending(job.lead_key)
+
+    def _remember(self, job: Job, outcome: str, code: int | str | None) -> None:
+        if job.external_id is not None and not self.dry_run:
+            self.ledger.record(
+                job.ids["fCampaignId"], job.external_id, job.fingerprint, outcome, code
+            )
 
     def _job(self, lane: Lane, seq: int, record: Mapping[str, Any], values: LeadValues) -> Job:
         settings = lane.settings
@@ -172,6 +229,8 @@ class Pipeline:
             allow_duplicates=settings.allow_duplicates,
             has_fallback_disposition=bool(fallback),
             has_external_id=bool(external_id),
+            external_id=external_id or None,
+            fingerprint=fingerprint(values),
         )
 
     def _reject_local(self, lane: Lane, seq: int, key: Any, rejection: LocalRejection) -> None:
@@ -208,8 +267,24 @@ class Pipeline:
         """End of input: wait for every lead to settle (raises DeliveryStopped on failure)."""
         try:
             self.delivery.wait_settled()
+            self._check_reject_budget(final=True)
         finally:
             self.close()
+
+    def _check_reject_budget(self, *, final: bool) -> None:
+        """Stop when more than max_reject_ratio of the records so far were rejected."""
+        received = self.watermark.received
+        if self.max_reject_ratio is None or not received:
+            return
+        if not final and received < REJECT_BUDGET_MIN_RECORDS:
+            return
+        rejected = self.stats.total(REJECTED)
+        if rejected > self.max_reject_ratio * received:
+            raise RejectBudgetExceeded(
+                f"{rejected} of {received} records rejected, more than max_reject_ratio="
+                f"{self.max_reject_ratio:g}: check the mapping and the campaign; the reject file "
+                f"{self.rejects.path} says why"
+            )
 
     def shutdown(self, grace_s: float | None = None) -> int:
         """On a signal: no new calls, wait for calls in flight; returns records left unsent."""
@@ -219,12 +294,16 @@ class Pipeline:
         return left if left else self.watermark.unsettled
 
     def close(self) -> None:
-        """Stop workers and the progress thread, sync files, log the summary."""
+        """Stop workers and the progress thread, sync files, log the summary (once)."""
+        if self._closed:
+            return
+        self._closed = True
         self._stop_progress.set()
         self.delivery.close()
         self.rejects.close()
         self.dry_run_file.close()
         self.client.close()
+        self.ledger.close()
         for line in self.stats.summary_lines():
             LOGGER.info(line)
 

@@ -9,10 +9,12 @@ covers them goes out, so a reject is on disk before the tap is told the record i
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import json
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -26,6 +28,7 @@ def reject_entry(
     lead: Mapping[str, Any],
     endpoint: str | None = None,
     ids: Mapping[str, int] | None = None,
+    fingerprint: str | None = None,
 ) -> dict[str, Any]:
     """One reject line: what, why, and the lead as it would have been sent."""
     entry: dict[str, Any] = {
@@ -40,15 +43,53 @@ def reject_entry(
         entry["endpoint"] = endpoint
     if ids:
         entry["ids"] = dict(ids)
+    if fingerprint:
+        entry["fingerprint"] = fingerprint  # lets a later re-send update the ledger
     return entry
+
+
+def lock_path(path: Path) -> Path:
+    """The advisory lock beside a reject file: runs share it, `noojee-rejects resend` owns it."""
+    return path.with_name(path.name + ".lock")
+
+
+@contextmanager
+def exclusive(path: Path) -> Iterator[None]:
+    """Hold the reject file alone (no target run writing it), or raise BlockingIOError."""
+    lock = lock_path(path)
+    if lock.parent != Path():
+        lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def read_entries(path: Path) -> list[dict[str, Any]]:
+    """Every entry of a reject file (a torn last line from a killed run is skipped)."""
+    if not path.exists():
+        return []
+    entries = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            value = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            entries.append(value)
+    return entries
 
 
 class JsonLinesFile:
     """Append-only JSON Lines file, safe to share between threads (rejects, dry-run output)."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, shared_lock: bool = False) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
+        self._shared_lock = shared_lock  # hold lock_path() shared while the file is open
+        self._lock_handle: IO[str] | None = None
         self._handle: IO[str] | None = None
         self._dirty = False
         self.written = 0
@@ -60,6 +101,10 @@ class JsonLinesFile:
             if self._handle is None:
                 if self.path.parent != Path():
                     self.path.parent.mkdir(parents=True, exist_ok=True)
+                if self._shared_lock:
+                    # Waits while `noojee-rejects resend` rewrites the file.
+                    self._lock_handle = lock_path(self.path).open("a")
+                    fcntl.flock(self._lock_handle, fcntl.LOCK_SH)
                 self._handle = self.path.open("a", encoding="utf-8")
             self._handle.write(line + "\n")
             self._handle.flush()
@@ -80,3 +125,6 @@ class JsonLinesFile:
             if self._handle is not None:
                 self._handle.close()
                 self._handle = None
+            if self._lock_handle is not None:
+                self._lock_handle.close()  # releases the shared lock
+                self._lock_handle = None

@@ -112,6 +112,25 @@ def _config_schema() -> dict[str, Any]:
             description="JSON Lines file for records that can never be delivered.",
         ),
         th.Property(
+            "ledger_path",
+            th.StringType,
+            description="SQLite file remembering what each lead last was on the PBX (default: "
+            "$MELTANO_PROJECT_ROOT/.meltano/target-noojee/ledger.sqlite under Meltano, else "
+            "noojee-ledger.sqlite).",
+        ),
+        th.Property(
+            "full_resend",
+            th.BooleanType,
+            default=False,
+            description="Ignore the ledger for this run: send every lead even if unchanged.",
+        ),
+        th.Property(
+            "max_reject_ratio",
+            th.NumberType(minimum=0, maximum=1),
+            description="Fail the run (after forwarding STATE for what was settled) when more "
+            "than this share of its records is rejected; unset: no limit.",
+        ),
+        th.Property(
             "max_concurrency",
             th.IntegerType(minimum=1, maximum=256),
             default=DEFAULTS["max_concurrency"],
@@ -231,7 +250,7 @@ class TargetNoojee(Target):
                 "stopped by signal %s; every record received was settled", self._stop_signal
             )
         except BaseException:
-            self.pipeline.shutdown(grace_s=0)
+            self.pipeline.shutdown()  # settle what is already on the wire, then stop
             raise
 
     def process_endofpipe(self) -> None:

@@ -72,6 +72,11 @@ class Watermark:
             self._states.append((self._next, state))
             self._emit_ready()
 
+    def settled(self, seq: int) -> bool:
+        """Whether a record number was received and is settled."""
+        with self._lock:
+            return seq < self._next and seq not in self._open
+
     @property
     def unsettled(self) -> int:
         """Records received but not yet settled."""

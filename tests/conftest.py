@@ -64,6 +64,7 @@ def base_config(sim: Simulator, tmp_path: Path, **overrides: Any) -> dict[str, A
         "operation": "upsert",
         "mapping": MAPPING,
         "reject_file": str(tmp_path / "rejects.jsonl"),
+        "ledger_path": str(tmp_path / "ledger.sqlite"),
         "max_retry_time_s": 20,
         "overload_pause_s": 0.2,
     }

@@ -134,3 +134,22 @@ def test_sigkill_at_random_moments(tmp_path: Path) -> None:
         assert proc.wait(timeout=120) == 0
         assert json.loads(states.finish()[-1]) == {"next": N}
         assert len(sim.leads(campaign_id=41)) == N
+
+
+def test_second_signal_exits_at_once_without_false_state(tmp_path: Path) -> None:
+    with Simulator(api_key=API_KEY, slots=2, service_ms=400) as sim:
+        config = base_config(sim, tmp_path, fallback_disposition="Call Back", shutdown_grace_s=60)
+        proc = start_target(config, tmp_path)
+        states = feed_and_collect(proc, messages())
+        deadline = time.monotonic() + 30
+        while sim.lead_calls < 4 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.1)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=30)
+        assert time.monotonic() - started < 5  # did not wait out the 60 s grace
+        assert rc != 0
+        states.finish()
+        assert_state_covers_only_settled(sim, states)

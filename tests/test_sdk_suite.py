@@ -34,6 +34,7 @@ SUITE_CONFIG = {
     "operation": "insert",
     "mapping": {"Name": "name", "FirstPhone": "phone", "Email": "id"},
     "reject_file": str(_TMP / "rejects.jsonl"),
+    "ledger_path": str(_TMP / "ledger.sqlite"),
 }
 
 
@@ -59,7 +60,11 @@ class TestTargetNoojeeStandard(_Base):  # type: ignore[misc,valid-type]
 def test_record_missing_key_property_is_rejected(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    config = {**SUITE_CONFIG, "reject_file": str(tmp_path / "r.jsonl")}
+    config = {
+        **SUITE_CONFIG,
+        "reject_file": str(tmp_path / "r.jsonl"),
+        "ledger_path": str(tmp_path / "l.sqlite"),
+    }
     lines = [
         {
             "type": "SCHEMA",

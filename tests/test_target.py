@@ -107,7 +107,7 @@ def test_107_uses_the_fallback_disposition_or_rejects(sim: Simulator, tmp_path: 
     insert = base_config(sim, tmp_path, operation="insert")
     run_target(insert, [schema_msg(), record_msg(lead(1)), record_msg(lead(2))], tmp_path)
     update = base_config(sim, tmp_path, operation="update")
-    result = run_target(update, [schema_msg(), record_msg(lead(1))], tmp_path)
+    result = run_target(update, [schema_msg(), record_msg(lead(1, name="Changed"))], tmp_path)
     assert [r["code"] for r in result.rejects] == [107]
     (tmp_path / "rejects.jsonl").unlink()
     fallback = base_config(sim, tmp_path, operation="update", fallback_disposition="Call Back")
@@ -306,6 +306,6 @@ def test_dry_run_sends_nothing(sim: Simulator, tmp_path: Path) -> None:
     assert result.returncode == 0
     assert sim.lead_calls == 0
     lines = [json.loads(x) for x in dry_file.read_text().splitlines()]
-    assert [x["endpoint"] for x in lines] == ["updateLeadFast"] * 5
+    assert [x["endpoint"] for x in lines] == ["insertLeadFast"] * 5  # upsert, leads unknown
     assert lines[0]["lead"]["FirstPhone"] == "0400000000"
     assert result.states == [{"bookmarks": {"contacts": {"n": 5}}}]

@@ -1,0 +1,194 @@
+"""`noojee-rejects`: list the reject file by code; re-send records once the cause is fixed.
+
+    noojee-rejects list   [--file noojee-rejects.jsonl] [--format text|json]
+    noojee-rejects resend --config config.json [--file ...] [--code 104 ...] [--key C0017 ...]
+
+`resend` sends the chosen records again, exactly as they were sent (same lead, ids and endpoint;
+upsert fallbacks apply: 101 -> insert, 112 -> update), through the same paced delivery as a run.
+The reject file is then rewritten to hold only what is still pending: lines not chosen, and the
+chosen ones that were rejected again (with their new code). Local rejects (code `local`) are
+never re-sent: the record itself must be fixed at the source and loaded again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from target_noojee.codes import NO_CHANGE
+from target_noojee.delivery import DeliveryStopped, Job
+from target_noojee.pipeline import DEFAULTS, Pipeline
+from target_noojee.policy import INSERT
+from target_noojee.rejects import exclusive, read_entries
+from target_noojee.settings import ConfigError, resolve_stream_settings
+
+LOGGER = logging.getLogger("target_noojee")
+
+
+def group_by_code(entries: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
+    """Entries per code, codes in order (numbers first, then `local` and transport labels)."""
+    groups: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    for entry in entries:
+        groups[str(entry.get("code"))].append(entry)
+    return dict(sorted(groups.items(), key=lambda kv: (not kv[0].isdigit(), kv[0].zfill(4))))
+
+
+def selected(entry: Mapping[str, Any], codes: set[str], keys: set[str]) -> bool:
+    """Whether a line is chosen by --code / --key (both empty: every line)."""
+    if not codes and not keys:
+        return True
+    return str(entry.get("code")) in codes or str(entry.get("key")) in keys
+
+
+def _job(pipeline: Pipeline, config: Mapping[str, Any], entry: Mapping[str, Any]) -> Job:
+    lead = {str(k): str(v) for k, v in dict(entry.get("lead") or {}).items()}
+    ids = {str(k): int(v) for k, v in dict(entry.get("ids") or {}).items()}
+    fallback: str | None = None
+    try:
+        fallback = resolve_stream_settings(config, str(entry.get("stream"))).fallback_disposition
+    except ConfigError:
+        fallback = None
+
+    def render(endpoint: str, use_fallback: bool) -> dict[str, str]:
+        # The body as sent; an insert never carries <No Change> (an update may: it keeps fields).
+        body = {k: v for k, v in lead.items() if endpoint != INSERT or v != NO_CHANGE}
+        if use_fallback and fallback:
+            body["njDisposition"] = fallback
+        return body
+
+    external_id = lead.get("njExternalLeadId") or None
+    seq = pipeline.open_record()
+    return Job(
+        seq=seq,
+        stream=str(entry.get("stream")),
+        key=entry.get("key"),
+        lead_key=(ids.get("fCampaignId"), external_id) if external_id else ("record", seq),
+        ids=ids,
+        operation="upsert",
+        endpoint=str(entry.get("endpoint") or INSERT),
+        render=render,
+        has_fallback_disposition=bool(fallback),
+        has_external_id=bool(external_id),
+        external_id=external_id,
+        fingerprint=str(entry.get("fingerprint") or ""),
+    )
+
+
+def resend(config: Mapping[str, Any], path: Path, codes: set[str], keys: set[str]) -> int:
+    """Re-send the chosen lines; rewrite the file with what is still pending. Returns exit code."""
+    with exclusive(path):
+        entries = read_entries(path)
+        chosen = [e for e in entries if selected(e, codes, keys) and e.get("code") != "local"]
+        kept = [e for e in entries if e not in chosen]
+        if not chosen:
+            print("nothing to re-send", file=sys.stderr)
+            return 0
+        with tempfile.TemporaryDirectory(prefix="noojee-resend-") as scratch:
+            again = Path(scratch) / "rejects.jsonl"
+            pipeline = Pipeline({**config, "reject_file": str(again), "progress_interval_s": 10})
+            failure: DeliveryStopped | None = None
+            jobs: list[tuple[int, dict[str, Any]]] = []
+            try:
+                for entry in chosen:
+                    job = _job(pipeline, config, entry)
+                    jobs.append((job.seq, entry))
+                    pipeline.delivery.submit(job)
+                pipeline.delivery.wait_settled()
+            except DeliveryStopped as exc:
+                failure = exc
+                pipeline.shutdown()
+            finally:
+                pipeline.close()
+            still = read_entries(again)
+            # Chosen lines neither delivered nor rejected again (the run stopped) stay pending.
+            unsent = [e for seq, e in jobs if not pipeline.watermark.settled(seq)]
+            unsent += chosen[len(jobs) :]
+            _rewrite(path, kept + still + unsent)
+        delivered = pipeline.stats.total("delivered")
+        print(
+            f"re-sent {len(chosen)}: delivered {delivered}, rejected again {len(still)}"
+            + (f", not sent {len(unsent)}" if unsent else "")
+            + f"; {len(kept + still + unsent)} line(s) left in {path}",
+            file=sys.stderr,
+        )
+        if failure is not None:
+            print(f"resend stopped: {failure}", file=sys.stderr)
+            return 2 if failure.setting else 1
+        return 0
+
+
+def _rewrite(path: Path, entries: list[dict[str, Any]]) -> None:
+    """Replace the file atomically (temp file, fsync, rename)."""
+    fd, tmp = tempfile.mkstemp(prefix=path.name, dir=str(path.parent or "."))
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        for entry in entries:
+            handle.write(json.dumps(entry, separators=(",", ":"), ensure_ascii=False) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def list_entries(path: Path, fmt: str) -> int:
+    """Print the reject file grouped by code."""
+    groups = group_by_code(read_entries(path))
+    if fmt == "json":
+        print(json.dumps({code: [e.get("key") for e in lines] for code, lines in groups.items()}))
+        return 0
+    if not groups:
+        print(f"{path}: no rejected records")
+        return 0
+    for code, lines in groups.items():
+        sample = str(lines[0].get("message", ""))
+        keys = ", ".join(str(e.get("key")) for e in lines[:10])
+        more = f" and {len(lines) - 10} more" if len(lines) > 10 else ""
+        print(f"{code}: {len(lines)} record(s) — {sample}")
+        print(f"    keys: {keys}{more}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point."""
+    parser = argparse.ArgumentParser(prog="noojee-rejects", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    show = sub.add_parser("list", help="list rejected records grouped by code")
+    show.add_argument("--file", type=Path)
+    show.add_argument("--config", type=Path, help="read reject_file from this config")
+    show.add_argument("--format", choices=["text", "json"], default="text")
+    again = sub.add_parser("resend", help="re-send chosen records once the cause is fixed")
+    again.add_argument("--config", type=Path, required=True)
+    again.add_argument("--file", type=Path)
+    again.add_argument("--code", action="append", default=[], help="a code to re-send (repeat)")
+    again.add_argument("--key", action="append", default=[], help="a record key (repeat)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    config: dict[str, Any] = {}
+    if args.config is not None:
+        try:
+            config = json.loads(args.config.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            print(f"cannot read --config: {type(exc).__name__}", file=sys.stderr)
+            return 2
+    path = args.file or Path(config.get("reject_file") or DEFAULTS["reject_file"])
+    if args.command == "list":
+        return list_entries(path, args.format)
+    for name in ("base_url", "api_key"):
+        if not config.get(name):
+            print(f"config lacks `{name}`", file=sys.stderr)
+            return 2
+    try:
+        return resend(config, path, set(args.code), set(args.key))
+    except BlockingIOError:
+        print(f"a target-noojee run is writing {path}; try again when it ends", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
