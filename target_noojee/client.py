@@ -7,6 +7,8 @@ exception's text ever leaves this module; outcomes carry our own short descripti
 from __future__ import annotations
 
 import json
+import logging
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,6 +20,21 @@ from requests.adapters import HTTPAdapter
 from target_noojee.codes import API_PREFIX, Kind, lookup
 
 USER_AGENT = "target-noojee"
+_KEY_IN_URL = re.compile(r"(apiKey=)[^&\s\"']+", re.IGNORECASE)
+
+
+class RedactApiKey(logging.Filter):
+    """urllib3 logs request lines (with the query string) at DEBUG: blank the key out."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "apikey=" in message.lower():
+            record.msg, record.args = _KEY_IN_URL.sub(r"\1***", message), ()
+        return True
+
+
+for _name in ("urllib3.connectionpool", "urllib3.connection", "urllib3.util.retry", "requests"):
+    logging.getLogger(_name).addFilter(RedactApiKey())
 
 
 @dataclass(frozen=True)

@@ -309,3 +309,11 @@ def test_dry_run_sends_nothing(sim: Simulator, tmp_path: Path) -> None:
     assert [x["endpoint"] for x in lines] == ["insertLeadFast"] * 5  # upsert, leads unknown
     assert lines[0]["lead"]["FirstPhone"] == "0400000000"
     assert result.states == [{"bookmarks": {"contacts": {"n": 5}}}]
+
+
+def test_api_key_never_logged_even_at_debug(sim: Simulator, tmp_path: Path) -> None:
+    messages = [schema_msg(), record_msg(lead(1)), record_msg(lead(2, phone="0390000000"))]
+    result = run_target(base_config(sim, tmp_path), messages, tmp_path, env={"LOGLEVEL": "DEBUG"})
+    assert result.returncode == 0
+    assert "apiKey=***" in result.stderr  # urllib3's request lines, redacted
+    # run_target itself asserts the key is in no output and no reject line.
