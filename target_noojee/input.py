@@ -7,7 +7,8 @@ import typing as t
 from collections import Counter, defaultdict
 from collections.abc import Callable
 
-from singer_sdk.exceptions import RecordsWithoutSchemaException
+from jsonschema.exceptions import SchemaError
+from singer_sdk.exceptions import InvalidJSONSchema, RecordsWithoutSchemaException
 from singer_sdk.io_base import SingerReader
 from singer_sdk.singerlib.exceptions import InvalidInputLine
 
@@ -22,6 +23,15 @@ class RecordBeforeSchema(InputError, RecordsWithoutSchemaException):
 
 class Terminated(Exception):
     """A stop was requested (SIGTERM/SIGINT): read no further."""
+
+
+# What each message type must carry, and of what JSON type (checked before the SDK sees it, so
+# an error names the line without echoing its content: it may hold a customer's data).
+REQUIRED: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "RECORD": {"stream": str, "record": dict},
+    "SCHEMA": {"stream": str, "schema": dict},
+    "STATE": {"value": object},
+}
 
 
 class NumberedReader(SingerReader):
@@ -76,10 +86,19 @@ class NumberedReader(SingerReader):
             callback = callbacks.get(kind)
             if callback is None:
                 raise InputError(f"input line {self.line_number}: unknown message type {kind!r}")
+            self._check_shape(kind, message)
             try:
                 callback(message)
-            except InvalidInputLine as exc:
-                raise InputError(f"input line {self.line_number}: {exc}") from None
+            except InvalidInputLine:
+                raise InputError(
+                    f"input line {self.line_number}: a {kind} message lacks a required key"
+                ) from None
+            except (SchemaError, InvalidJSONSchema) as exc:
+                cause = exc.message if isinstance(exc, SchemaError) else str(exc).split("\n")[0]
+                raise InputError(
+                    f"input line {self.line_number}: the SCHEMA of stream "
+                    f"{message.get('stream')!r} is not a valid JSON Schema ({cause})"
+                ) from None
             except RecordsWithoutSchemaException:
                 raise RecordBeforeSchema(
                     f"input line {self.line_number}: RECORD for stream "
@@ -87,3 +106,18 @@ class NumberedReader(SingerReader):
                 ) from None
             stats[kind] += 1
         return Counter(**stats)
+
+    def _check_shape(self, kind: str, message: dict) -> None:
+        for key, expected in REQUIRED.get(kind, {}).items():
+            if key not in message:
+                raise InputError(f"input line {self.line_number}: a {kind} message needs `{key}`")
+            if not isinstance(message[key], expected):
+                name = getattr(expected, "__name__", "value").replace("dict", "object")
+                raise InputError(
+                    f"input line {self.line_number}: `{key}` of a {kind} message must be a {name}"
+                )
+        if kind == "SCHEMA" and not isinstance(message["schema"].get("properties"), dict):
+            raise InputError(
+                f"input line {self.line_number}: the SCHEMA of stream {message['stream']!r} "
+                "has no `properties` object"
+            )

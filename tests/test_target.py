@@ -317,3 +317,22 @@ def test_api_key_never_logged_even_at_debug(sim: Simulator, tmp_path: Path) -> N
     assert result.returncode == 0
     assert "apiKey=***" in result.stderr  # urllib3's request lines, redacted
     # run_target itself asserts the key is in no output and no reject line.
+
+
+def test_malformed_messages_are_named_not_echoed(sim: Simulator, tmp_path: Path) -> None:
+    schema = json.dumps(schema_msg())
+    cases = {
+        '{"type": "RECORD", "stream": "contacts"}': "needs `record`",
+        schema + '\n{"type": "RECORD", "stream": "contacts", "record": "secret-ish"}': "object",
+        '{"type": "SCHEMA", "stream": "s", "schema": {"properties": {"id": {"type": "wat"}}}}': (
+            "not a valid JSON Schema"
+        ),
+        '{"type": "STATE"}': "needs `value`",
+        '{"type": "NOPE"}': "unknown message type",
+        "[1, 2]": "not a JSON object",
+    }
+    for text, expected in cases.items():
+        result = run_target(base_config(sim, tmp_path), text + "\n", tmp_path)
+        assert result.returncode == 3, text
+        assert expected in result.stderr and "Traceback" not in result.stderr
+        assert "secret-ish" not in result.stderr
