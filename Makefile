@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit install clean
+.PHONY: demo test lint typecheck unit e2e install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +18,8 @@ demo: $(STAMP)
 	$(BIN)/python -m target_noojee.demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check target_noojee tests benchmarks
-	$(BIN)/ruff format --check target_noojee tests benchmarks
+	$(BIN)/ruff check target_noojee tests benchmarks e2e
+	$(BIN)/ruff format --check target_noojee tests benchmarks e2e
 
 typecheck: $(STAMP)
 	$(BIN)/mypy target_noojee
@@ -27,7 +27,26 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest -q
 
-test: lint typecheck unit
+# e2e: Meltano end to end (e2e/test_meltano.py): Meltano in its own venv, `meltano install` of
+# meltano.yml's plugins (tap-spreadsheets from PyPI, this target), two `meltano run`s against
+# noojee-sim on 127.0.0.1. Needs PyPI; takes about a minute from a fresh clone.
+MELTANO_PIN   := meltano==4.4.1
+UV_PIN        := uv==0.13.9
+MELTANO_VENV  := e2e/.venv-meltano
+MELTANO_STAMP := $(MELTANO_VENV)/.installed-$(MELTANO_PIN)-$(UV_PIN)
+
+$(MELTANO_STAMP):
+	rm -rf $(MELTANO_VENV)
+	$(PYTHON) -m venv $(MELTANO_VENV)
+	$(MELTANO_VENV)/bin/python -m pip install -q $(UV_PIN)
+	UV_COMPILE_BYTECODE=1 $(MELTANO_VENV)/bin/uv pip install -q \
+		--python $(MELTANO_VENV)/bin/python $(MELTANO_PIN)
+	touch $(MELTANO_STAMP)
+
+e2e: $(STAMP) $(MELTANO_STAMP)
+	MELTANO_BIN=$(CURDIR)/$(MELTANO_VENV)/bin/meltano $(BIN)/pytest e2e -v -p no:cacheprovider
+
+test: lint typecheck unit e2e
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(MELTANO_VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

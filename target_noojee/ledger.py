@@ -43,7 +43,10 @@ CREATE TABLE IF NOT EXISTS leads (
 
 
 def default_ledger_path() -> Path:
-    """Under Meltano: the project's .meltano folder; otherwise the working directory."""
+    """Under Meltano: its system folder (.meltano); otherwise the working directory."""
+    system_dir = os.environ.get("MELTANO_SYS_DIR_ROOT")
+    if system_dir:
+        return Path(system_dir) / "target-noojee" / "ledger.sqlite"
     root = os.environ.get("MELTANO_PROJECT_ROOT")
     if root:
         return Path(root) / ".meltano" / "target-noojee" / "ledger.sqlite"
