@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from target_noojee.simulator import Simulator
@@ -336,3 +337,16 @@ def test_malformed_messages_are_named_not_echoed(sim: Simulator, tmp_path: Path)
         assert result.returncode == 3, text
         assert expected in result.stderr and "Traceback" not in result.stderr
         assert "secret-ish" not in result.stderr
+
+
+def test_manual_import_window_pauses_then_delivers(sim: Simulator, tmp_path: Path) -> None:
+    sim.schedule_import(0.0, 2.0)
+    messages = [schema_msg()] + [record_msg(lead(i)) for i in range(10)] + [state_msg(10)]
+    config = base_config(sim, tmp_path, overload_pause_s=1.0)
+    started = time.monotonic()
+    result = run_target(config, messages, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert sim.code_counts.get(109, 0) > 0
+    assert len(sim.leads(campaign_id=41)) == 10 and result.rejects == []
+    assert time.monotonic() - started >= 2.0
+    assert result.states == [{"bookmarks": {"contacts": {"n": 10}}}]
