@@ -1,12 +1,18 @@
 """Adaptive concurrency for the PBX: find and follow its limit without building a server queue.
 
 The PBX serves C lead calls at once (C unknown, shared with other clients, may change) and queues
-the rest. Below C a call's round trip is the service time S; above it every extra call waits,
-so the round trip grows to about S * L / C. The limiter therefore compares the windowed *median*
-round trip with a baseline median (S) and holds the concurrency limit L where that ratio says our
-own share of the server queue is under half a call:
+the rest. Up to C a call's round trip is the service time S; above it every extra call waits, so
+the round trip grows to about S * L / C. The limiter compares each window's round trip with a
+baseline (S, re-measured at reduced concurrency) and holds the limit L where our own share of the
+server queue stays under half a call (TCP Vegas' rule, which is also what makes two targets on
+one PBX share it evenly):
 
-    ideal L  ~=  L * baseline / median        (Vegas-style; fair between clients sharing a PBX)
+    our queue  ~=  L * (1 - baseline / rtt)          ideal L  ~=  L * baseline / rtt
+
+The window's round trip is a mean (clipped at 3x the median), not a median: the PBX's service
+times are steady, callers then move in step, and a queue of one call delays a few calls by a
+whole service time and the others by nothing, which leaves the median where it was (the model in
+tests/pacing_model.py shows the median version holding a queue of 2.5 calls at C = 16).
 
 Pieces, from the bottom up:
 
@@ -14,11 +20,11 @@ Pieces, from the bottom up:
   with `on_sample(now, rtt, signal, in_flight, sent_at)`, read `limit`.
 - `FixedPolicy`: the rule for a pinned `concurrency` setting.
 - `Breaker`: the circuit breaker on connection failures (one probe at a time, capped and fully
-  jittered exponential waits, closed by the first answer).
+  jittered exponential waits, closed by the first answer; the limit is kept meanwhile).
 - `LimiterCore`: policy + breaker + in-flight accounting, still pure: `try_acquire(now)` and
-  `release(now, ...)`. The tests' queueing model drives this in virtual time.
-- `AdaptiveLimiter` / `FixedLimiter`: the thread-safe limiters the delivery code uses (one per PBX,
-  shared by every stream and both endpoints); `make_limiter` picks one from the settings.
+  `release(now, ...)`. The tests' queueing model drives it in virtual time.
+- `AdaptiveLimiter` / `FixedLimiter`: the thread-safe limiters delivery uses (one per PBX, shared
+  by every stream and both endpoints); `make_limiter` picks one from the settings.
 """
 
 from __future__ import annotations
@@ -98,7 +104,7 @@ class Limiter(Protocol):
         ...
 
     def snapshot(self) -> dict[str, Any]:
-        """Limit, in-flight, baseline and recent round trip, breaker state: for logs and benchmarks."""
+        """Limit, in-flight, baseline and recent round trip, breaker state: for logs."""
         ...
 
 
@@ -149,22 +155,24 @@ class GradientPolicy:
 
     Samples are grouped in windows; only calls sent under the current limit count (`sent_at` at or
     after the last change). A window closes once it can tell a queue of half a call from noise
-    (its size grows with L squared and with the measured spread; at least two rounds of L), or
-    early when the round trip is grossly inflated. Each window's center (robust mean round trip)
-    is compared with the baseline (S) and with the window before it. At each close:
+    (``2 * (2 * confidence * noise * L)**2`` samples, at least `min_rounds` rounds of L), or
+    early when the round trip is grossly inflated. Its center (robust mean round trip) is
+    compared with the baseline S and with the window before it. At each close:
 
-    - slow start doubles L while no queue shows, then cuts to the ideal level in one step;
-    - a window whose center implies a queue of our own >= `queue_tolerance` calls cuts L to
-      ``round(L * baseline / center)``; the next window checks the round trip came down with it;
+    - slow start doubles L while no queue shows, then cuts to ``round(L * baseline / rtt)``;
+    - at the level held, a window showing a queue of our own >= `hold_tolerance` calls cuts L
+      the same way, and the next window checks the round trip fell with it;
     - a rise with no step from the window before (or no fall after a cut) looks like S growing,
-      not a queue: one window at half the level re-measures S before anything is cut for good;
-    - a quiet window lets L probe upward (+1, +1, +2, +4 ... while accepted); a probe is judged
-      against the baseline and against the window just before it; failed probes back off up to
+      not a queue: one window at `drift_fraction` of the level re-measures S instead;
+    - a quiet window lets L probe upward (+1, +1, +2, +4 ... while accepted). A probe is judged
+      against the baseline and against the window before it, fails on a queue of our own >=
+      `queue_tolerance` calls, returns to the level held, and backs off up to
       `probe_backoff_max` windows;
-    - every `remeasure_interval` seconds one window runs at half the level to re-sample S;
-    - 109 (OVERLOAD) and 103/5xx (ERROR) cut L multiplicatively, at most once per limit change
-      (a burst of errors from one overload cuts once); slow start then climbs back to the level
-      held before.
+    - every `remeasure_interval` seconds (the first after `first_remeasure`) one window runs
+      at half the level to re-sample S; the baseline may rise by at most `max_drift` per second;
+    - 109 (OVERLOAD) halves L at most once per round trip; a cluster of 103/5xx (ERROR, >= 2 and
+      >= 10% of the replies since the last change) cuts it by a quarter, once per change; slow
+      start then climbs back to the level held before.
     """
 
     def __init__(
@@ -175,6 +183,7 @@ class GradientPolicy:
         initial_limit: int = 1,
         confidence: float = 2.0,
         queue_tolerance: float = 0.5,
+        hold_tolerance: float = 0.75,
         min_window: int = 8,
         min_rounds: int = 2,
         max_window: int = 256,
@@ -184,9 +193,11 @@ class GradientPolicy:
         learn_z: float = 2.0,
         probe_backoff_max: int = 8,
         remeasure_interval: float = 30.0,
+        first_remeasure: float = 5.0,
         remeasure_jump: float = 0.3,
         drift_limit: float = 0.25,
         drift_fraction: float = 0.75,
+        max_drift: float = 0.02,
         overload_backoff: float = 0.5,
         error_backoff: float = 0.75,
         statistic: str = "mean",
@@ -202,6 +213,7 @@ class GradientPolicy:
         self.min_limit = min_limit
         self.confidence = confidence
         self.queue_tolerance = queue_tolerance
+        self.hold_tolerance = hold_tolerance
         self.min_window = min_window
         self.min_rounds = min_rounds
         self.max_window = max_window
@@ -210,9 +222,11 @@ class GradientPolicy:
         self.learn_z = learn_z
         self.probe_backoff_max = max(1, probe_backoff_max)
         self.remeasure_interval = remeasure_interval
+        self.first_remeasure = first_remeasure
         self.remeasure_jump = remeasure_jump
         self.drift_limit = drift_limit
         self.drift_fraction = drift_fraction
+        self.max_drift = max_drift
         self.overload_backoff = overload_backoff
         self.error_backoff = error_backoff
         self.statistic = statistic
@@ -223,10 +237,12 @@ class GradientPolicy:
         self._mode = _Mode.START
         self._epoch = -math.inf  # samples sent before this belong to an older limit
         self._oks = self._errors = 0  # outcomes since the epoch
+        self._last_error_cut = -math.inf
         self._rtts: list[float] = []
         self._used: list[int] = []
         self._baseline: float | None = None
         self._baseline_n = 0.0  # the baseline's weight, in samples
+        self._baseline_at = 0.0  # when the baseline last moved
         self._spread = max(_MIN_SPREAD, initial_spread)  # relative noise of one round trip
         self._last_center: float | None = None
         self._ref: tuple[float, int] | None = None  # (center, n) of the last quiet window
@@ -289,11 +305,14 @@ class GradientPolicy:
             sent_at = now - rtt
         if signal in (Signal.IGNORE, Signal.CONNECT_FAILED):
             return self._limit
+        if signal is Signal.OVERLOAD:
+            # A 109 can come back after a minute in the server's queue, long after the limit
+            # it was sent under: cut at most once per round trip, whenever it was sent.
+            if now - self._last_error_cut >= 2.0 * (self._last_center or self._baseline or 0.1):
+                self._error_cut(now, self.overload_backoff)
+            return self._limit
         if sent_at < self._epoch:
             return self._limit  # sent under an older limit: says nothing about this one
-        if signal is Signal.OVERLOAD:
-            self._error_cut(now, self.overload_backoff)
-            return self._limit
         if signal is Signal.ERROR:
             # One 103 can be a fault unrelated to load; a cluster of them is not.
             self._errors += 1
@@ -311,8 +330,12 @@ class GradientPolicy:
         return self._limit
 
     def resume(self, now: float) -> None:
-        """Start a fresh window (after an outage): nothing sent before `now` counts."""
+        """Start a fresh window (after an outage): nothing sent before `now` counts.
+
+        A re-measurement that fell due meanwhile waits a little: first, back to full speed.
+        """
         self._new_window(now, changed=True)
+        self._next_remeasure = max(self._next_remeasure, now + self.first_remeasure)
 
     # -- windows --------------------------------------------------------------------------------
 
@@ -331,7 +354,7 @@ class GradientPolicy:
             return self.start_window
         if self._mode is _Mode.SLOW_START:
             # Slow start only needs to see gross inflation; an overshoot is cut in one step.
-            return max(self.min_window, self._limit, self._window_for(self._limit) // 4)
+            return max(self.min_window // 2, self._limit, self._window_for(self._limit) // 4)
         if self._mode is _Mode.REMEASURE:
             # The baseline must be good to a quarter of the step a probe makes at the level.
             n = math.ceil((4.0 * self._level * self._spread) ** 2)
@@ -374,15 +397,24 @@ class GradientPolicy:
         return self._spread * math.sqrt(1.0 / n + 1.0 / ref_n)
 
     def _queue_estimate(
-        self, center: float, used: float, ref: float, ref_n: float, n: int, z: float
+        self,
+        center: float,
+        used: float,
+        ref: float,
+        ref_n: float,
+        n: int,
+        z: float,
+        tolerance: float | None = None,
     ) -> float | None:
         """The ideal concurrency if the window shows our own queue >= tolerance, else None.
 
-        Vegas' rule: our share of the server queue is ``used * (1 - ref / center)``.
+        Vegas' rule: our share of the server queue is ``used * (1 - ref / center)``; it counts
+        once the inflation is significant at `z` standard errors.
         """
+        tolerance = self.queue_tolerance if tolerance is None else tolerance
         ratio = center / ref
         ideal = used / ratio
-        if used - ideal >= self.queue_tolerance and ratio - 1.0 >= z * self._sigma(n, ref_n):
+        if used - ideal >= tolerance and ratio - 1.0 >= z * self._sigma(n, ref_n):
             return ideal
         return None
 
@@ -393,9 +425,9 @@ class GradientPolicy:
         center, _ = _summary(self._rtts, self.statistic)
         used, _ = self._usage()
         z = self.confidence + 1.0
-        return (
-            self._queue_estimate(center, used, self._baseline, self._baseline_n, n, z) is not None
-        )
+        tol = self.hold_tolerance if self._mode is _Mode.HOLD else None
+        est = self._queue_estimate(center, used, self._baseline, self._baseline_n, n, z, tol)
+        return est is not None
 
     def _close(self, now: float) -> None:
         n = len(self._rtts)
@@ -405,10 +437,12 @@ class GradientPolicy:
         self.counts["windows"] += 1
         mode = self._mode
         if mode is _Mode.START or self._baseline is None:
-            self._rebaseline(center, n)
+            self._rebaseline(now, center, n)
             self._learn_spread(spread)
             self._ref = (center, n)
-            self._next_remeasure = now + self._remeasure_delay()
+            # The first baseline comes from one call at a time, possibly on a server others
+            # keep busy: check it soon, at the level slow start finds.
+            self._next_remeasure = now + self.first_remeasure
             self._level = self._limit
             self._set(now, self._limit * 2 if saturated else self._limit, _Mode.SLOW_START)
             return
@@ -417,7 +451,10 @@ class GradientPolicy:
             return
 
         z = self.confidence
-        est_abs = self._queue_estimate(center, used, self._baseline, self._baseline_n, n, z)
+        # At a level already held, a neighbour's probe looks like our queue for one window:
+        # the probe's owner reverts it, so only a clear share of it is ours to shed.
+        tol = self.hold_tolerance if mode is _Mode.HOLD else None
+        est_abs = self._queue_estimate(center, used, self._baseline, self._baseline_n, n, z, tol)
         est_rel = None
         step = True  # a significant rise from the window before
         if self._ref is not None:
@@ -443,7 +480,7 @@ class GradientPolicy:
             self._skip = 1
             self._cut(now, est, _Mode.HOLD)
             return
-        self._learn(center, n, spread)
+        self._learn(now, center, n, spread)
         self._ref = (center, n)
         self._level = self._limit
         if not saturated:
@@ -467,12 +504,12 @@ class GradientPolicy:
     ) -> None:
         assert self._baseline is not None
         if est is None:
-            self._learn(center, n, spread)
+            self._learn(now, center, n, spread)
             self._ref = (center, n)
             self._after_quiet(now, saturated)
         elif self._limit <= self.min_limit:
             # Nothing left to cut: what holds the round trip up is not our queue.
-            self._rebaseline(center, n)
+            self._rebaseline(now, center, n)
             self._ref = (center, n)
             self._new_window(now, changed=False)
         elif not step and center / self._baseline - 1.0 < self.drift_limit:
@@ -491,7 +528,7 @@ class GradientPolicy:
         assert self._baseline is not None
         if est is None:
             # The round trip came down with the limit: it was a queue, and it is gone.
-            self._learn(center, n, spread)
+            self._learn(now, center, n, spread)
             self._ref = (center, n)
             self._skip = 0
             self._after_quiet(now, saturated=True)
@@ -505,7 +542,7 @@ class GradientPolicy:
             self._level = self._cut_from
             self._start_remeasure(now, self.drift_fraction)
         elif self._limit <= self.min_limit:
-            self._rebaseline(center, n)
+            self._rebaseline(now, center, n)
             self._ref = (center, n)
             self._set(now, self._limit, _Mode.HOLD)
         else:
@@ -535,14 +572,18 @@ class GradientPolicy:
             self._successes = 0
             self._backoff = min(self.probe_backoff_max, self._backoff * 2)
             self._skip = self._backoff
-            self._cut(now, min(ests), _Mode.HOLD)
+            # Back to somewhere between the level held before and the probe: an estimate just
+            # under the level is the probe's own noise, and whether the level itself is too high
+            # is for the windows at that level to say; one far under it is news (C dropped).
+            est = min(ests)
+            self._cut(now, max(self._level, est) if est > self._level - 1 else est, _Mode.HOLD)
             return
         if not saturated:
             # The application did not use the extra slot: the probe proved nothing.
             self._skip = self._backoff
             self._set(now, self._level, _Mode.HOLD)
             return
-        self._learn(center, n, spread)
+        self._learn(now, center, n, spread)
         self._ref = (center, n)
         self._successes += 1
         self._backoff = max(1, self._backoff // 2)
@@ -555,7 +596,7 @@ class GradientPolicy:
             # Much slower even at half the level: more likely a queue than S; go lower.
             self._set(now, self._limit // 2, _Mode.REMEASURE)
             return
-        self._rebaseline(center, n)
+        self._rebaseline(now, center, n)
         self._learn_spread(spread)
         self._ref = None
         if self._next_remeasure == math.inf:
@@ -592,6 +633,7 @@ class GradientPolicy:
 
     def _error_cut(self, now: float, factor: float) -> None:
         self.counts["error_cuts"] += 1
+        self._last_error_cut = now
         if self._mode is not _Mode.SLOW_START:
             # Remember the level: errors say "not now", not "less capacity".
             self._ssthresh = self._level
@@ -610,23 +652,38 @@ class GradientPolicy:
         spread = max(_MIN_SPREAD, min(_MAX_SPREAD, spread))
         self._spread += _SPREAD_GAIN * (spread - self._spread)
 
-    def _learn(self, center: float, n: int, spread: float) -> None:
+    def _learn(self, now: float, center: float, n: int, spread: float) -> None:
         """Fold a quiet window into the baseline and the noise estimate.
 
-        The step is clipped to `learn_z` standard errors either way: S drifts slowly, and a
-        queue (ours or a neighbour's) must not slide into the baseline.
+        A window more than `learn_z` standard errors above the baseline is left out, and a
+        faster one counts for at most that much: a queue (ours or a neighbour's) must not slide
+        into the baseline, and one fast window must not drag it down.
         """
         assert self._baseline is not None
         g = self.baseline_gain
         limit = self.learn_z * self._sigma(n, self._baseline_n) * self._baseline
         if center - self._baseline <= limit:
-            self._baseline += g * max(-limit, center - self._baseline)
+            self._move_baseline(now, self._baseline + g * max(-limit, center - self._baseline))
             self._baseline_n = min(_MAX_BASELINE_WEIGHT, self._baseline_n * (1.0 - g) + n)
         self._learn_spread(spread)
 
-    def _rebaseline(self, center: float, n: int) -> None:
+    def _rebaseline(self, now: float, center: float, n: int) -> None:
         self.counts["rebaselines"] += 1
-        self._baseline, self._baseline_n = center, float(n)
+        self._move_baseline(now, center)
+        self._baseline_n = float(n)
+
+    def _move_baseline(self, now: float, value: float) -> None:
+        """Set the baseline; a rise is capped at `max_drift` per second since the last move.
+
+        S grows slowly as the database grows; a faster rise is a queue (a neighbour filling the
+        room a re-measurement made), and a baseline that swallowed it would stop us yielding.
+        """
+        if self._baseline is None:
+            self._baseline = value
+        else:
+            elapsed = max(0.0, now - self._baseline_at)
+            self._baseline = min(value, self._baseline * (1.0 + self.max_drift * elapsed))
+        self._baseline_at = now
 
 
 class FixedPolicy:
@@ -718,7 +775,7 @@ class Breaker:
 
     @property
     def state(self) -> str:
-        """ "closed", "open" (waiting to probe) or "probing"."""
+        """One of "closed", "open" (waiting to probe) and "probing"."""
         if not self._open:
             return "closed"
         return "probing" if self._probe_out else "open"

@@ -5,6 +5,8 @@ queue whose calls fail with 109 (OVERLOAD) after `queue_timeout` seconds, and ou
 every call with CONNECT_FAILED. Each client is a closed loop of `workers` callers gated by a
 `LimiterCore`, with an endless backlog of leads. Nothing sleeps: a 100 s run takes well under a
 second of real time.
+
+``python tests/pacing_model.py`` prints the scenario table (adaptive vs fixed 1, 4 and 32).
 """
 
 from __future__ import annotations
@@ -12,13 +14,14 @@ from __future__ import annotations
 import bisect
 import heapq
 import itertools
+import math
 import random
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from target_noojee.pacing import GradientPolicy, LimiterCore, Permit, Signal
+from target_noojee.pacing import Breaker, FixedPolicy, GradientPolicy, LimiterCore, Permit, Signal
 
 
 class Sim:
@@ -62,6 +65,7 @@ class Server:
     seed: int = 1
     busy: int = 0
     down: bool = False
+    importing: bool = False
     _queue: list[Call] = field(default_factory=list)
     _serving: set[Call] = field(default_factory=set)
     _qlog_t: list[float] = field(default_factory=lambda: [0.0])
@@ -84,6 +88,11 @@ class Server:
     def outage(self, start: float, end: float) -> None:
         self.sim.at(start, self._down)
         self.sim.at(end, self._up)
+
+    def manual_import(self, start: float, end: float) -> None:
+        """Lead calls fail at once with 109 between start and end, as during a PBX import."""
+        self.sim.at(start, setattr, self, "importing", True)
+        self.sim.at(end, setattr, self, "importing", False)
 
     def slots_at(self, t: float) -> int:
         i = bisect.bisect_right([s[0] for s in self._slot_log], t) - 1
@@ -109,6 +118,8 @@ class Server:
     def arrive(self, call: Call) -> None:
         if self.down:
             self._reply(call, Signal.CONNECT_FAILED)
+        elif self.importing:
+            self._reply(call, Signal.OVERLOAD)
         elif self.busy < self.slots and not self._queue:
             self._start(call)
         else:
@@ -181,6 +192,7 @@ class Client:
     core: LimiterCore
     workers: int = 40
     think: float = 0.0002  # the target's own work between calls
+    overload_pause: float = 1.0  # a worker's pause after a 109, as delivery's retry would
     ok_times: list[float] = field(default_factory=list)
     limit_log: list[tuple[float, int]] = field(default_factory=list)
     counts: Counter[str] = field(default_factory=Counter)
@@ -225,8 +237,13 @@ class Client:
         if signal is Signal.OK:
             self.ok_times.append(now)
         self._log_limit()
+        pause = self.overload_pause if signal is Signal.OVERLOAD else self.think
+        self.sim.at(now + pause, self._back)
+        self.sim.at(now, self._wake)  # the freed slot goes to a waiting worker
+
+    def _back(self) -> None:
         self._idle += 1
-        self.sim.at(now + self.think, self._wake)
+        self._wake()
 
     def done_between(self, t0: float, t1: float) -> int:
         return bisect.bisect_right(self.ok_times, t1) - bisect.bisect_right(self.ok_times, t0)
@@ -251,22 +268,193 @@ def ideal_done(server: Server, t0: float, t1: float, step: float = 0.01) -> floa
     return total
 
 
-def recovery_time(clients: list[Client], server: Server, t_end: float, share: float = 0.9) -> float:
-    """Seconds after t_end until the clients' completions over the trailing second first reach
-    `share` of C/S."""
+def recovery_time(
+    clients: list[Client], server: Server, t_end: float, share: float = 0.9, span: float = 1.0
+) -> float:
+    """Seconds after t_end until the clients' completions over the trailing `span` seconds first
+    reach `share` of C/S."""
     t = t_end
     while t < t_end + 60:
         t += 0.05
-        done = sum(c.done_between(t - 1.0, t) for c in clients)
-        if done >= share * ideal_done(server, t - 1.0, t):
+        done = sum(c.done_between(t - span, t) for c in clients)
+        if done >= share * ideal_done(server, t - span, t):
             return t - t_end
-    return float("inf")
+    return math.inf
+
+
+# -- limiters -----------------------------------------------------------------------------------
+
+CoreFactory = Callable[[int], LimiterCore]
 
 
 def adaptive_core(seed: int = 1, **kw: Any) -> LimiterCore:
-    """A LimiterCore with the default adaptive policy (seeded)."""
-    from target_noojee.pacing import Breaker
-
+    """A LimiterCore with the adaptive policy (seeded); breaker knobs go to the breaker."""
     rng = random.Random(seed)
     breaker_kw = {k: kw.pop(k) for k in ("failures_to_open", "base_wait", "max_wait") if k in kw}
     return LimiterCore(GradientPolicy(rng=rng, **kw), Breaker(rng=rng, **breaker_kw))
+
+
+def fixed_core(limit: int) -> CoreFactory:
+    """A factory of LimiterCores pinned at `limit`."""
+    return lambda seed: LimiterCore(FixedPolicy(limit), Breaker(rng=random.Random(seed)))
+
+
+# -- scenarios ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    """What a scenario measured (over its steady part)."""
+
+    throughput: float  # completions / (integral of C/S)
+    queue: float  # time-weighted mean server queue
+    overloads: int = 0  # 109s
+    shares: tuple[float, ...] = ()  # per client, for shared scenarios
+    recovery: float | None = None  # seconds to >= 90% after the disturbance ends
+    clients: list[Client] = field(default_factory=list)
+    server: Server | None = None
+
+
+def _run(
+    slots: int,
+    factories: list[CoreFactory],
+    until: float,
+    *,
+    service: Callable[[float], float] = lambda t: 0.1,
+    jitter: float = 0.2,
+    seed: int = 1,
+    starts: tuple[float, ...] = (),
+    setup: Callable[[Server], None] | None = None,
+) -> tuple[Server, list[Client]]:
+    sim = Sim()
+    server = Server(sim, slots, service=service, jitter=jitter, seed=seed)
+    if setup:
+        setup(server)
+    clients = [Client(sim, server, f(seed + 100 * i)) for i, f in enumerate(factories)]
+    for i, client in enumerate(clients):
+        client.start(starts[i] if i < len(starts) else 0.0)
+    sim.run(until)
+    return server, clients
+
+
+def _measure(server: Server, clients: list[Client], t0: float, t1: float) -> Result:
+    ideal = ideal_done(server, t0, t1)
+    shares = tuple(c.done_between(t0, t1) / ideal for c in clients)
+    return Result(
+        throughput=sum(shares),
+        queue=server.mean_queue(t0, t1),
+        overloads=server.counts["overload"],
+        shares=shares,
+        clients=clients,
+        server=server,
+    )
+
+
+def steady(
+    slots: int, factory: CoreFactory = adaptive_core, *, jitter: float = 0.2, seed: int = 1
+) -> Result:
+    """C fixed, S = 100 ms: measured from 20 s to 120 s."""
+    server, clients = _run(slots, [factory], 120.0, jitter=jitter, seed=seed)
+    return _measure(server, clients, 20.0, 120.0)
+
+
+def capacity_change(factory: CoreFactory = adaptive_core, *, seed: int = 1) -> list[Result]:
+    """C = 8, then 3 at 40 s, then 12 at 80 s; each phase measured from 5 s after its change."""
+
+    def setup(server: Server) -> None:
+        server.set_slots_at(40.0, 3)
+        server.set_slots_at(80.0, 12)
+
+    server, clients = _run(8, [factory], 120.0, seed=seed, setup=setup)
+    return [
+        _measure(server, clients, a + 5.0, b)
+        for a, b in ((10.0, 40.0), (40.0, 80.0), (80.0, 120.0))
+    ]
+
+
+def service_growth(
+    factory: CoreFactory = adaptive_core, *, seed: int = 1, until: float = 120.0
+) -> Result:
+    """C = 8, S growing linearly from 100 ms to 300 ms over the run; measured from 10 s."""
+    server, clients = _run(8, [factory], until, service=lambda t: 0.1 + 0.2 * t / until, seed=seed)
+    return _measure(server, clients, 10.0, until)
+
+
+def shared(
+    slots: int = 8,
+    factories: tuple[CoreFactory, CoreFactory] = (adaptive_core, adaptive_core),
+    *,
+    second_at: float = 0.0,
+    jitter: float = 0.2,
+    seed: int = 1,
+) -> Result:
+    """Two targets on one PBX, the second starting at `second_at`; measured from 20 s after it."""
+    server, clients = _run(
+        slots, list(factories), 120.0, jitter=jitter, seed=seed, starts=(0.0, second_at)
+    )
+    return _measure(server, clients, second_at + 20.0, 120.0)
+
+
+def outage(factory: CoreFactory = adaptive_core, *, slots: int = 8, seed: int = 1) -> Result:
+    """The PBX refuses connections from 30 s to 60 s; measured from 65 s to 90 s."""
+    server, clients = _run(slots, [factory], 90.0, seed=seed, setup=lambda s: s.outage(30.0, 60.0))
+    result = _measure(server, clients, 65.0, 90.0)
+    result.recovery = recovery_time(clients, server, 60.0)
+    return result
+
+
+def manual_import(factory: CoreFactory = adaptive_core, *, slots: int = 8, seed: int = 1) -> Result:
+    """Lead calls fail with 109 from 30 s to 40 s; measured from 45 s to 70 s."""
+    server, clients = _run(
+        slots, [factory], 70.0, seed=seed, setup=lambda s: s.manual_import(30.0, 40.0)
+    )
+    result = _measure(server, clients, 45.0, 70.0)
+    result.recovery = recovery_time(clients, server, 40.0)
+    return result
+
+
+def main() -> None:
+    """Print the model's results table: adaptive vs fixed concurrency 1, 4 and 32."""
+    limiters: list[tuple[str, CoreFactory]] = [
+        ("adaptive", adaptive_core),
+        ("fixed 1", fixed_core(1)),
+        ("fixed 4", fixed_core(4)),
+        ("fixed 32", fixed_core(32)),
+    ]
+    rows: list[tuple[str, Callable[[CoreFactory], Result]]] = [
+        *[(f"C={c:<2} S=100ms", lambda f, c=c: steady(c, f)) for c in (1, 2, 4, 8, 16)],
+        *[
+            (f"C={c:<2} S=100ms, no jitter", lambda f, c=c: steady(c, f, jitter=0.0))
+            for c in (4, 16)
+        ],
+        *[(f"C 8->3->12, phase {i + 1}", lambda f, i=i: capacity_change(f)[i]) for i in range(3)],
+        ("S 100->300ms, C=8", service_growth),
+        ("30 s outage, C=8", outage),
+        ("10 s import (109s), C=8", manual_import),
+    ]
+    print(f"{'scenario':28}" + "".join(f"{name:>22}" for name, _ in limiters))
+    print(f"{'':28}" + "".join(f"{'thr  queue  recover':>22}" for _ in limiters))
+    for label, run in rows:
+        cells = []
+        for _, factory in limiters:
+            r = run(factory)
+            rec = (
+                ""
+                if r.recovery is None
+                else "never"
+                if math.isinf(r.recovery)
+                else f"{r.recovery:4.1f}s"
+            )
+            cells.append(f"{r.throughput:5.2f} {r.queue:6.2f} {rec:>7}")
+        print(f"{label:28}" + "".join(f"{c:>22}" for c in cells))
+    for c in (4, 8, 16):
+        for name, factory in limiters[:1] + limiters[3:]:
+            r = shared(c, (adaptive_core, factory), second_at=15.0)
+            print(
+                f"shared C={c:<2} adaptive + {name:9} shares {r.shares[0]:.2f} / {r.shares[1]:.2f}"
+                f"  queue {r.queue:.2f}"
+            )
+
+
+if __name__ == "__main__":
+    main()

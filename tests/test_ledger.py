@@ -6,9 +6,10 @@ import json
 import sqlite3
 from pathlib import Path
 
-from conftest import API_KEY, base_config, lead, record_msg, run_target, schema_msg, state_msg
 from target_noojee.ledger import Ledger, fingerprint, pbx_identity
 from target_noojee.simulator import Simulator
+
+from conftest import API_KEY, base_config, lead, record_msg, run_target, schema_msg, state_msg
 
 
 def test_ledger_round_trip_and_key(tmp_path: Path) -> None:

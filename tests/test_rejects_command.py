@@ -8,9 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import API_KEY, base_config, lead, record_msg, run_target, schema_msg
 from target_noojee.rejects import lock_path
 from target_noojee.simulator import Simulator
+
+from conftest import API_KEY, base_config, lead, record_msg, run_target, schema_msg
 
 
 def rejects_cli(*args: str) -> subprocess.CompletedProcess[str]:
