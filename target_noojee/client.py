@@ -188,6 +188,16 @@ def classify(
             retry_after_s=retry_after_s,
             setting="api_key",
         )
+    if http_status == 404:
+        return Outcome(
+            Kind.CONFIG,
+            None,
+            404,
+            "HTTP 404: no Noojee CampaignAPI at this address",
+            rtt_s,
+            retry_after_s=retry_after_s,
+            setting="base_url",
+        )
     code = payload.get("code") if isinstance(payload, dict) else None
     if isinstance(code, int) and not isinstance(code, bool):
         row = lookup(code)
@@ -205,8 +215,6 @@ def classify(
             )
         # A code the vendor does not document: the HTTP status decides.
         kind = Kind.TRANSIENT if http_status >= 500 else Kind.PERMANENT
-        if http_status == 200 and code == 0:
-            kind = Kind.OK
         return Outcome(
             kind,
             code,
@@ -223,16 +231,6 @@ def classify(
             f"HTTP {http_status} from the PBX",
             rtt_s,
             retry_after_s=retry_after_s,
-        )
-    if http_status == 404:
-        return Outcome(
-            Kind.CONFIG,
-            None,
-            404,
-            "HTTP 404: no Noojee CampaignAPI at this address",
-            rtt_s,
-            retry_after_s=retry_after_s,
-            setting="base_url",
         )
     if http_status == 200:
         return Outcome(Kind.TRANSIENT, None, 200, "HTTP 200 without a code in the reply", rtt_s)

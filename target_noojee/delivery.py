@@ -190,6 +190,11 @@ class Delivery:
         with self._cond:
             return lead_key in self._waiting
 
+    @property
+    def interrupted(self) -> bool:
+        """Whether a stop was requested (a signal)."""
+        return self._interrupted
+
     def interrupt(self) -> None:
         """Ask the main thread's waits to give up (safe to call from a signal handler)."""
         self._interrupted = True

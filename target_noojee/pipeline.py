@@ -24,6 +24,7 @@ from target_noojee.ledger import (
 from target_noojee.mapping import LeadMapper, LeadValues, LocalRejection
 from target_noojee.pacing import make_limiter
 from target_noojee.policy import INSERT, UPDATE
+from target_noojee.preflight import Preflight
 from target_noojee.rejects import JsonLinesFile, reject_entry
 from target_noojee.report import DRY_RUN, REJECTED, UNCHANGED, RunStats
 from target_noojee.settings import LeadSettings, resolve_stream_settings
@@ -127,6 +128,9 @@ class Pipeline:
             workers=int(config.get("concurrency") or max_concurrency),
             window=max(256, 8 * max_concurrency),
         )
+        self.preflight = Preflight(
+            self.client, config, should_stop=lambda: self.delivery.interrupted
+        )
         self._seq = -1
         self._closed = False
         self._stop_progress = threading.Event()
@@ -184,6 +188,7 @@ class Pipeline:
         if self.dry_run:
             self._write_dry_run(job)
             return
+        self.preflight.check([(lane.stream, lane.settings)])  # calls the PBX once per ids
         self._start_progress()
         self.delivery.submit(job)
 
@@ -306,6 +311,14 @@ class Pipeline:
         self.ledger.close()
         for line in self.stats.summary_lines():
             LOGGER.info(line)
+        self.stats.emit_metrics(final=True)
+        report_file = self.config.get("report_file")
+        if report_file:
+            failure = self.delivery.failure
+            try:
+                self.stats.write_report(report_file, error=str(failure) if failure else None)
+            except OSError as exc:
+                LOGGER.error("cannot write report_file %s: %s", report_file, exc.strerror)
 
     @property
     def failure(self) -> DeliveryStopped | None:
@@ -331,3 +344,4 @@ class Pipeline:
                     limit=self.limiter.limit,
                 )
             )
+            self.stats.emit_metrics()

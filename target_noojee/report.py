@@ -1,11 +1,27 @@
-"""Run counters for operators: progress lines while sending and a summary at the end."""
+"""Run counters for operators: progress lines, METRIC lines, a summary and a JSON run report.
+
+METRIC lines go through the Singer SDK's metrics logger in its format
+(``METRIC: {"type":"counter","metric":...,"value":N,"tags":{...}}``), so Meltano and a
+``SINGER_SDK_LOG_CONFIG`` treat them like the SDK's own. Like the SDK's counters, each line
+carries the count since the previous line for the same metric and tags, not a running total.
+They count leads the PBX took (``lead_delivered_count``) and leads rejected
+(``lead_rejected_count``, tagged with the code or ``local``), unlike the SDK's
+``record_count``, which counts records handed to a sink.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import logging
+import os
+import tempfile
 import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 DELIVERED = "delivered"
@@ -13,18 +29,47 @@ REJECTED = "rejected"
 RETRIED = "retried"
 UNCHANGED = "unchanged"
 DRY_RUN = "dry_run"
+OUTCOMES = (DELIVERED, UNCHANGED, REJECTED, RETRIED, DRY_RUN)
+
+# The SDK's metrics logger (singer_sdk.metrics.METRICS_LOGGER_NAME), named rather than imported
+# so that nothing below the sink depends on the SDK.
+METRICS_LOGGER = logging.getLogger("singer_sdk.metrics")
+DELIVERED_METRIC = "lead_delivered_count"
+REJECTED_METRIC = "lead_rejected_count"
+
+
+def _utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _code_order(code: str) -> tuple[int, int, str]:
+    """Numbers first, in numeric order, then labels (`local`, `HTTP 503`, `connection`)."""
+    return (0, int(code), "") if code.isdigit() else (1, 0, code)
+
+
+def _by_code(counts: Counter[str]) -> dict[str, int]:
+    return {code: counts[code] for code in sorted(counts, key=_code_order) if counts[code]}
 
 
 class RunStats:
     """Thread-safe counts per stream and outcome, and per response code."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], datetime] = _utc_now,
+    ) -> None:
         self._lock = threading.Lock()
         self._clock = clock
+        self._wall_clock = wall_clock
         self.started = clock()
+        self.started_at = wall_clock()
         self._by_stream: dict[str, Counter[str]] = defaultdict(Counter)
+        self._rejected: dict[str, Counter[str]] = defaultdict(Counter)  # stream -> code -> n
         self._codes: Counter[str] = Counter()
         self._last_progress = (self.started, 0)
+        self._emit_lock = threading.Lock()  # one METRIC emitter at a time, lines in order
+        self._emitted: Counter[tuple[str, str, str]] = Counter()  # (metric, stream, code) -> n
 
     def add(self, stream: str, outcome: str, code: int | str | None = None) -> None:
         """Count one outcome for a stream; `code` is the PBX code, 'local', or a transport label."""
@@ -33,6 +78,8 @@ class RunStats:
             counter[outcome] += 1
             if outcome == REJECTED and code is not None:
                 counter[f"rejected {code}"] += 1
+            if outcome == REJECTED:
+                self._rejected[stream]["unknown" if code is None else str(code)] += 1
             if code is not None:
                 self._codes[str(code)] += 1
 
@@ -66,11 +113,95 @@ class RunStats:
 
     def summary_lines(self) -> list[str]:
         """Lines for the end of the run: one per stream, one for response codes."""
-        snap = self.snapshot()
+        report = self.report()
         lines = []
-        for stream, counts in snap["streams"].items():
-            parts = " ".join(f"{k}={v}" for k, v in sorted(counts.items()))
-            lines.append(f"summary: stream {stream}: {parts}")
-        codes = " ".join(f"{k}={v}" for k, v in snap["codes"].items())
-        lines.append(f"summary: responses: {codes or 'none'} in {snap['elapsed_s']:.1f}s")
+        for stream, counts in report["streams"].items():
+            parts = []
+            for outcome in OUTCOMES:
+                if outcome == DRY_RUN and not counts[outcome]:
+                    continue
+                part = f"{outcome}={counts[outcome]}"
+                if outcome == REJECTED and counts["rejected_by_code"]:
+                    codes = " ".join(f"{c}={n}" for c, n in counts["rejected_by_code"].items())
+                    part += f" ({codes})"
+                parts.append(part)
+            lines.append(f"summary: stream {stream}: {' '.join(parts)}")
+        codes = " ".join(f"{k}={v}" for k, v in report["responses"].items())
+        lines.append(f"summary: responses: {codes or 'none'} in {report['elapsed_s']:.1f}s")
         return lines
+
+    def report(self, *, error: str | None = None) -> dict[str, Any]:
+        """The run report, JSON-ready: per stream and in total, outcomes and rejections by code.
+
+        ``error`` is the one-line reason the run failed, if it did (never a secret).
+        """
+        with self._lock:
+            streams: dict[str, Any] = {}
+            totals: Counter[str] = Counter()
+            rejected_total: Counter[str] = Counter()
+            for stream in sorted(self._by_stream):
+                counts = self._by_stream[stream]
+                entry: dict[str, Any] = {outcome: counts[outcome] for outcome in OUTCOMES}
+                entry["rejected_by_code"] = _by_code(self._rejected[stream])
+                streams[stream] = entry
+                totals.update({outcome: counts[outcome] for outcome in OUTCOMES})
+                rejected_total.update(self._rejected[stream])
+            responses = _by_code(self._codes)
+            elapsed = self._clock() - self.started
+        return {
+            "started": self.started_at.isoformat(timespec="seconds"),
+            "finished": self._wall_clock().isoformat(timespec="seconds"),
+            "elapsed_s": round(elapsed, 3),
+            "totals": {outcome: totals[outcome] for outcome in OUTCOMES},
+            "rejected_by_code": _by_code(rejected_total),
+            "streams": streams,
+            "responses": responses,
+            "error": error,
+        }
+
+    def write_report(self, path: str | os.PathLike[str], *, error: str | None = None) -> Path:
+        """Write the report as JSON to ``path`` atomically (temp file, fsync, rename)."""
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(self.report(error=error), indent=2, ensure_ascii=False) + "\n"
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.chmod(tmp, 0o644)  # mkstemp makes it 0600; the report holds no secret
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        return target
+
+    def emit_metrics(self, *, final: bool = False) -> None:
+        """Log METRIC lines for leads delivered and rejected since the last call.
+
+        Only counts that grew are logged; ``final`` (the end of the run) also logs a zero
+        ``lead_delivered_count`` for every stream, so each run reports each of its streams.
+        """
+        with self._emit_lock:
+            with self._lock:
+                current: Counter[tuple[str, str, str]] = Counter()
+                for stream, counts in self._by_stream.items():
+                    current[(DELIVERED_METRIC, stream, "")] = counts[DELIVERED]
+                for stream, codes in self._rejected.items():
+                    for code, n in codes.items():
+                        current[(REJECTED_METRIC, stream, code)] = n
+            pid = os.getpid()
+            for key in sorted(current, key=lambda k: (k[1], k[0], _code_order(k[2]))):
+                delta = current[key] - self._emitted[key]
+                metric, stream, code = key
+                if delta <= 0 and not (final and metric == DELIVERED_METRIC):
+                    continue
+                tags: dict[str, Any] = {"stream": stream}
+                if code:
+                    tags["code"] = code
+                tags["pid"] = pid
+                point = {"type": "counter", "metric": metric, "value": delta, "tags": tags}
+                METRICS_LOGGER.info("METRIC: %s", json.dumps(point, separators=(",", ":")))
+                self._emitted[key] = current[key]

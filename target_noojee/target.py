@@ -173,6 +173,19 @@ def _config_schema() -> dict[str, Any]:
             description="Seconds between progress lines while sending.",
         ),
         th.Property(
+            "preflight_timeout_s",
+            th.NumberType(minimum=0),
+            description="Before the first lead: seconds to keep retrying a PBX that does not "
+            "answer (maintenance) before the run fails (default 60, or max_retry_time_s if "
+            "shorter).",
+        ),
+        th.Property(
+            "report_file",
+            th.StringType,
+            description="JSON file receiving the run report (counts per stream, outcome and "
+            "response code) at the end of the run; unset: no file.",
+        ),
+        th.Property(
             "dry_run",
             th.BooleanType,
             default=False,

@@ -229,13 +229,15 @@ def test_queue_timeouts_109_are_retried(tmp_path: Path) -> None:
 
 
 def test_wrong_ids_stop_the_run_naming_the_setting(sim: Simulator, tmp_path: Path) -> None:
-    for setting_name, code in (("allocation_id", 115), ("template_id", 116), ("campaign_id", 117)):
+    for setting_name in ("allocation_id", "template_id", "campaign_id"):
         config = base_config(sim, tmp_path, **{setting_name: 999})
         result = run_target(config, [schema_msg(), record_msg(lead(1)), state_msg(1)], tmp_path)
         assert result.returncode == 2
-        assert setting_name in result.stderr and str(code) in result.stderr
+        # Preflight catches it before any lead is sent (the PBX would answer 115/116/117).
+        assert f"setting `{setting_name}` is 999" in result.stderr and "valid: " in result.stderr
         assert "Traceback" not in result.stderr
         assert result.states == []
+        assert sim.lead_calls == 0
 
 
 def test_wrong_api_key_stops_the_run(sim: Simulator, tmp_path: Path) -> None:
