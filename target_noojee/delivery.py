@@ -78,6 +78,7 @@ class Job:
     lost_insert: bool = False
     queued_at: float = 0.0  # when it became due first: a resend keeps its place in line
     first_failure: float | None = None
+    backing_off: bool = False  # waiting in the heap for its retry
     last_error: str = ""
     waits: Iterator[float] | None = field(default=None, repr=False)
     external_id: str | None = None
@@ -266,7 +267,8 @@ class Delivery:
             if self._stopping or not self._heap or self._heap[0][0] > self._clock():
                 return None
             job = heapq.heappop(self._heap)[2]
-            if job.first_failure is not None:
+            if job.backing_off:
+                job.backing_off = False
                 self._retrying -= 1
             self._sending += 1
             return job
@@ -359,6 +361,7 @@ class Delivery:
             wait = max(wait, outcome.retry_after_s)
         wait = min(wait, max(0.0, self._retry.max_retry_time_s - elapsed) + 0.01)
         with self._cond:
+            job.backing_off = True
             self._retrying += 1
             self._schedule(job, now + wait)
 
