@@ -6,6 +6,12 @@ operation `insert`), fed by a writer thread as fast as the pipe accepts: the tar
 window pushes back, so every run is closed-loop at the most the target will send. Configs: the
 adaptive default, one call at a time (`concurrency: 1`), `concurrency: 4`, `concurrency: 32`.
 
+Scenarios (S = 100 ms unless said): C in {1, 2, 4, 8, 16}; C changing 8 -> 3 -> 12 at thirds
+of the run; S growing with the lead count (about 100 -> 300 ms over the run, at C = 8); a 30 s
+outage (connections refused) in the middle of a 50 s run; two targets sharing C = 8 (the second
+starts once the first is warm; each one's share of C/S). Extras, only with --scenario:
+`s-growth-slow` (S about 100 -> 130 ms) and `s-step` (S 100 -> 200 ms at a third of the run).
+
 Metrics, over the steady state (from 3 s after the first lead the PBX created, so neither the
 process start-up nor the ramp-up counts; the simulator's statistics are reset at that moment):
 
@@ -19,7 +25,7 @@ process start-up nor the ramp-up counts; the simulator's statistics are reset at
 - recover (outage): from the moment the PBX answers again to the end of the first 1 s window
   holding >= 90% of C/S leads (so a client back at full speed at once scores about 1.1 s).
 
-    .venv/bin/python benchmarks/pacing.py                   # every scenario, about 15 min
+    .venv/bin/python benchmarks/pacing.py                   # every scenario, about 14 min
     .venv/bin/python benchmarks/pacing.py --quick           # C in {2, 8} and more, 8 s each
     .venv/bin/python benchmarks/pacing.py --scenario c8 --scenario outage
     .venv/bin/python benchmarks/pacing.py --configs adaptive,fixed-4 --json out.json
@@ -109,7 +115,7 @@ class Scenario:
     growth: float = 0.0  # service_growth_ms_per_1000
     events: list[tuple[float, str, Any]] = field(default_factory=list)  # (offset s, what, value)
     targets: int = 1
-    kind: str = "steady"  # steady | change | growth | outage | share
+    kind: str = "steady"  # steady | change | growth | step | outage | share
 
 
 def growth_per_1000(slots: int, service_ms: float, run_s: float, end_ms: float) -> float:
@@ -188,8 +194,9 @@ def _kill_children() -> None:
         _CHILDREN.discard(proc)
 
 
-def _exit_on_signal(signum: int, _frame: Any) -> None:
-    raise SystemExit(128 + signum)
+def _interrupt(_signum: int, _frame: Any) -> None:
+    """SIGTERM / SIGHUP stop the benchmark like Ctrl-C: children killed, partial table."""
+    raise KeyboardInterrupt
 
 
 class Feed:
@@ -740,8 +747,8 @@ def main() -> int:
     names = args.scenario or (QUICK if args.quick else FULL)
 
     atexit.register(_kill_children)
-    signal.signal(signal.SIGTERM, _exit_on_signal)
-    signal.signal(signal.SIGHUP, _exit_on_signal)
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGHUP, _interrupt)
 
     print(preamble(args.quick), file=sys.stderr, flush=True)
     runs: list[Run] = []
