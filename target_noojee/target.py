@@ -280,9 +280,9 @@ class TargetNoojee(Target):
         """First signal: stop intake and shut down cleanly. Second: exit at once."""
         if self._stop_signal is not None:
             # Never cut a STATE line in half: wait (briefly) for the watermark's lock.
-            acquired = self.pipeline.watermark.lock.acquire(timeout=2)
+            self.pipeline.watermark.lock.acquire(timeout=2)
             LOGGER.error("second signal: exiting now; unsettled records get no STATE")
-            os._exit(128 + signum if acquired else 1)
+            os._exit(128 + signum)
         self._stop_signal = signum
         LOGGER.warning("signal %d: no more input is read; finishing calls in flight", signum)
         self.pipeline.delivery.interrupt()
