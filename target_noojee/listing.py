@@ -22,6 +22,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from target_noojee.cli_config import load_config_file
 from target_noojee.client import NoojeeClient
 from target_noojee.preflight import PreflightError, RetryBound, catalogue, fetch, pbx_host
 from target_noojee.settings import ConfigError
@@ -95,17 +96,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR, format="%(message)s", stream=sys.stderr)
-    config: dict[str, Any] = {}
-    if args.config is not None:
-        try:
-            loaded = json.loads(args.config.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            print(f"noojee-list: cannot read --config: {type(exc).__name__}", file=sys.stderr)
-            return EXIT_CONFIG
-        if not isinstance(loaded, dict):
-            print("noojee-list: --config must hold a JSON object", file=sys.stderr)
-            return EXIT_CONFIG
-        config = loaded
+    try:
+        config = load_config_file(args.config) if args.config is not None else {}
+    except ConfigError as exc:
+        print(f"noojee-list: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     base_url, api_key = _setting(args, config, "base_url"), _setting(args, config, "api_key")
     if not base_url:
         print("noojee-list: no PBX: set base_url in --config, or --base-url", file=sys.stderr)

@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from target_noojee.cli_config import load_config_file
 from target_noojee.codes import NO_CHANGE
 from target_noojee.delivery import DeliveryStopped, Job
 from target_noojee.pipeline import DEFAULTS, Pipeline
@@ -169,13 +170,11 @@ def main(argv: list[str] | None = None) -> int:
     again.add_argument("--key", action="append", default=[], help="a record key (repeat)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    config: dict[str, Any] = {}
-    if args.config is not None:
-        try:
-            config = json.loads(args.config.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            print(f"cannot read --config: {type(exc).__name__}", file=sys.stderr)
-            return 2
+    try:
+        config = load_config_file(args.config) if args.config is not None else {}
+    except ConfigError as exc:
+        print(f"noojee-rejects: {exc}", file=sys.stderr)
+        return 2
     path = args.file or Path(config.get("reject_file") or DEFAULTS["reject_file"])
     if args.command == "list":
         return list_entries(path, args.format)
