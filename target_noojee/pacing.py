@@ -162,14 +162,20 @@ class GradientPolicy:
     - slow start doubles L while no queue shows, then cuts to ``round(L * baseline / rtt)``;
     - at the level held, a window showing a queue of our own >= `hold_tolerance` calls cuts L
       the same way, and the next window checks the round trip fell with it;
-    - a rise with no step from the window before (or no fall after a cut) looks like S growing,
-      not a queue: one window at `drift_fraction` of the level re-measures S instead;
+    - a rise with no step from the window before looks like S growing, not a queue: one window
+      at `drift_fraction` of the level re-measures S instead;
     - a quiet window lets L probe upward (+1, +1, +2, +4 ... while accepted). A probe is judged
       against the baseline and against the window before it, fails on a queue of our own >=
       `queue_tolerance` calls, returns to the level held, and backs off up to
       `probe_backoff_max` windows;
     - every `remeasure_interval` seconds (the first after `first_remeasure`) one window runs
-      at half the level to re-sample S; the baseline may rise by at most `max_drift` per second;
+      at half the level to re-sample S (not below `remeasure_min_limit`: half of 2 is one call
+      at a time); the baseline may rise by at most `max_drift` per second;
+    - a cut (or re-measurement) that leaves the round trip where it was shows it is S, not a
+      queue: up to C the round trip is S whatever the limit, above C it scales with the limit.
+      The baseline then takes the round trip at the lower limit, uncapped, and the level held
+      comes back (after a cut for inflation, once two windows after it agree: the window that
+      caused it may straddle a change of C);
     - 109 (OVERLOAD) halves L at most once per round trip; a cluster of 103/5xx (ERROR, >= 2 and
       >= 10% of the replies since the last change) cuts it by a quarter, once per change; slow
       start then climbs back to the level held before.
@@ -195,6 +201,7 @@ class GradientPolicy:
         remeasure_interval: float = 30.0,
         first_remeasure: float = 5.0,
         remeasure_jump: float = 0.3,
+        remeasure_min_limit: int = 3,
         drift_limit: float = 0.25,
         drift_fraction: float = 0.75,
         max_drift: float = 0.02,
@@ -224,6 +231,7 @@ class GradientPolicy:
         self.remeasure_interval = remeasure_interval
         self.first_remeasure = first_remeasure
         self.remeasure_jump = remeasure_jump
+        self.remeasure_min_limit = remeasure_min_limit
         self.drift_limit = drift_limit
         self.drift_fraction = drift_fraction
         self.max_drift = max_drift
@@ -252,6 +260,8 @@ class GradientPolicy:
         self._skip = 0  # windows to hold before the next probe
         self._cut_center = 1.0  # the window that caused the last cut
         self._cut_from = self._limit
+        self._chain_from = self._limit  # the level held before the last run of cuts
+        self._flat = 0  # windows after a cut whose round trip did not fall with the limit
         self._next_remeasure = math.inf
         self.counts: dict[str, int] = {
             "windows": 0,
@@ -261,6 +271,7 @@ class GradientPolicy:
             "remeasures": 0,
             "rebaselines": 0,
             "error_cuts": 0,
+            "s_grew": 0,
         }
 
     # -- reading --------------------------------------------------------------------------------
@@ -520,6 +531,8 @@ class GradientPolicy:
             self._successes = 0
             self._cut_center = center
             self._cut_from = self._limit
+            self._flat = 0
+            self._chain_from = self._limit
             self._cut(now, est, _Mode.CHECK)
 
     def _close_check(
@@ -533,15 +546,19 @@ class GradientPolicy:
             self._skip = 0
             self._after_quiet(now, saturated=True)
             return
-        # Had the cut removed a queue, the round trip would have fallen with the limit (to
-        # limit / cut_from of what it was); an unchanged round trip means S itself grew.
-        dropped = center / self._cut_center < 1.0 - 0.5 * (1.0 - self._limit / self._cut_from)
-        if not dropped and center / self._baseline - 1.0 < self.drift_limit:
-            # Re-measure S, then give the cut back: if a queue (a neighbour's) was the cause
-            # after all, the fresh baseline shows it again.
-            self._level = self._cut_from
-            self._start_remeasure(now, self.drift_fraction)
-        elif self._limit <= self.min_limit:
+        if not self._dropped(center):
+            # Had the cut removed a queue of ours, the round trip would have fallen with the
+            # limit: up to C it is S whatever the limit, above C it scales with it. It did not:
+            # the round trip is S (it grew). The window that caused the cut may straddle the
+            # change, though (C fell during it, say), so this needs two windows after it.
+            self._flat += 1
+            if self._flat >= 2 or self._limit <= self.min_limit:
+                self._level = max(self._level, self._chain_from)
+                self._s_grew(now, center, n, spread)
+                return
+        else:
+            self._flat = 0
+        if self._limit <= self.min_limit:
             self._rebaseline(now, center, n)
             self._ref = (center, n)
             self._set(now, self._limit, _Mode.HOLD)
@@ -560,10 +577,10 @@ class GradientPolicy:
         est_rel: float | None,
         saturated: bool,
     ) -> None:
-        if est_abs is not None and est_rel is None and self._ref and center <= self._ref[0]:
-            # Inflated against the baseline, yet no slower than before the probe: the baseline
-            # is stale, not the probe too much.
-            self._set(now, self._level, _Mode.HOLD)
+        if est_abs is not None and est_rel is None and self._ref:
+            # Inflated against the baseline, yet with no queue against the window before the
+            # probe: the baseline is stale (S grew), not the probe too much. Re-measure; if
+            # the round trip stays where the probe had it, the probe level is kept.
             self._start_remeasure(now, self.drift_fraction)
             return
         ests = [e for e in (est_abs, est_rel) if e is not None]
@@ -576,7 +593,16 @@ class GradientPolicy:
             # under the level is the probe's own noise, and whether the level itself is too high
             # is for the windows at that level to say; one far under it is news (C dropped).
             est = min(ests)
-            self._cut(now, max(self._level, est) if est > self._level - 1 else est, _Mode.HOLD)
+            if est > self._level - 1:
+                self._cut(now, max(self._level, est), _Mode.HOLD)
+                return
+            # Far under the level: C fell, or S grew during the probe. The windows after the
+            # cut tell which (see `_close_check`).
+            self._cut_center = center
+            self._cut_from = self._limit
+            self._chain_from = self._level
+            self._flat = 0
+            self._cut(now, est, _Mode.CHECK)
             return
         if not saturated:
             # The application did not use the extra slot: the probe proved nothing.
@@ -592,8 +618,16 @@ class GradientPolicy:
 
     def _close_remeasure(self, now: float, center: float, n: int, spread: float) -> None:
         assert self._baseline is not None
+        if not self._dropped(center):
+            # No faster at the reduced limit than at the level: the round trip is S, all of it
+            # (a queue of ours would have shrunk with the limit).
+            self._s_grew(now, center, n, spread)
+            return
         if center > self._baseline * (1.0 + self.remeasure_jump) and self._limit > self.min_limit:
-            # Much slower even at half the level: more likely a queue than S; go lower.
+            # Much slower even at the reduced level, but falling with it: more likely a queue
+            # than S; go lower.
+            self._cut_center = center
+            self._cut_from = self._limit
             self._set(now, self._limit // 2, _Mode.REMEASURE)
             return
         self._rebaseline(now, center, n)
@@ -615,6 +649,11 @@ class GradientPolicy:
     def _after_quiet(self, now: float, saturated: bool) -> None:
         """A quiet window at the accepted level: re-measure, probe, or keep holding."""
         self._level = self._limit
+        if now >= self._next_remeasure and self._limit < self.remeasure_min_limit:
+            # Half of 1 or 2 is one call at a time: a window at half speed. Up to C the round
+            # trip is S at any limit, and a rise that a cut does not shrink is taken for S
+            # (`_close_check`), so skip it.
+            self._next_remeasure = now + self._remeasure_delay()
         if now >= self._next_remeasure:
             self._next_remeasure = math.inf
             self._start_remeasure(now, 0.5)
@@ -629,7 +668,32 @@ class GradientPolicy:
 
     def _start_remeasure(self, now: float, fraction: float) -> None:
         self.counts["remeasures"] += 1
+        # The window just closed is what the re-measurement's round trip is compared with.
+        self._cut_center = self._last_center or self._baseline or 1.0
+        self._cut_from = self._limit
         self._set(now, math.floor(self._level * fraction), _Mode.REMEASURE)
+
+    def _dropped(self, center: float) -> bool:
+        """Whether the round trip fell with the limit since the window at `_cut_from`.
+
+        A queue of ours scales the round trip with the limit (to limit / cut_from of what it
+        was); this asks for at least half of that fall.
+        """
+        if self._limit >= self._cut_from:
+            return True
+        return center / self._cut_center < 1.0 - 0.5 * (1.0 - self._limit / self._cut_from)
+
+    def _s_grew(self, now: float, center: float, n: int, spread: float) -> None:
+        """A lower limit left the round trip where it was: it is S. Take it as the baseline
+        (no drift cap: this is a measurement, not a guess) and go back to the level held."""
+        self.counts["s_grew"] += 1
+        self._rebaseline(now, center, n, capped=False)
+        self._learn_spread(spread)
+        self._ref = None
+        self._level = max(self._level, self._cut_from)
+        if self._next_remeasure == math.inf:
+            self._next_remeasure = now + self._remeasure_delay()
+        self._set(now, self._level, _Mode.HOLD)
 
     def _error_cut(self, now: float, factor: float) -> None:
         self.counts["error_cuts"] += 1
@@ -667,18 +731,18 @@ class GradientPolicy:
             self._baseline_n = min(_MAX_BASELINE_WEIGHT, self._baseline_n * (1.0 - g) + n)
         self._learn_spread(spread)
 
-    def _rebaseline(self, now: float, center: float, n: int) -> None:
+    def _rebaseline(self, now: float, center: float, n: int, *, capped: bool = True) -> None:
         self.counts["rebaselines"] += 1
-        self._move_baseline(now, center)
+        self._move_baseline(now, center, capped=capped)
         self._baseline_n = float(n)
 
-    def _move_baseline(self, now: float, value: float) -> None:
+    def _move_baseline(self, now: float, value: float, *, capped: bool = True) -> None:
         """Set the baseline; a rise is capped at `max_drift` per second since the last move.
 
         S grows slowly as the database grows; a faster rise is a queue (a neighbour filling the
         room a re-measurement made), and a baseline that swallowed it would stop us yielding.
         """
-        if self._baseline is None:
+        if self._baseline is None or not capped:
             self._baseline = value
         else:
             elapsed = max(0.0, now - self._baseline_at)

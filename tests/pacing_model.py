@@ -269,11 +269,17 @@ def ideal_done(server: Server, t0: float, t1: float, step: float = 0.01) -> floa
 
 
 def recovery_time(
-    clients: list[Client], server: Server, t_end: float, share: float = 0.9, span: float = 1.0
+    clients: list[Client],
+    server: Server,
+    t_end: float,
+    share: float = 0.9,
+    span: float = 1.0,
+    *,
+    after_span: bool = False,
 ) -> float:
     """Seconds after t_end until the clients' completions over the trailing `span` seconds first
-    reach `share` of C/S."""
-    t = t_end
+    reach `share` of C/S (with `after_span`, only windows wholly after t_end count)."""
+    t = t_end + span if after_span else t_end
     while t < t_end + 60:
         t += 0.05
         done = sum(c.done_between(t - span, t) for c in clients)
@@ -380,6 +386,33 @@ def service_growth(
     return _measure(server, clients, 10.0, until)
 
 
+def service_step(
+    factory: CoreFactory = adaptive_core,
+    *,
+    seed: int = 1,
+    at: float = 30.0,
+    until: float = 90.0,
+    after: float = 0.2,
+) -> Result:
+    """C = 8, S steps from 100 ms to `after` seconds at `at`; measured from 10 s after the step,
+    with the recovery time after it (to >= 90% of the new C/S over 2 s, wholly after the step)."""
+    server, clients = _run(
+        8, [factory], until, service=lambda t: 0.1 if t < at else after, seed=seed
+    )
+    result = _measure(server, clients, at + 10.0, until)
+    result.recovery = recovery_time(clients, server, at, span=2.0, after_span=True)
+    return result
+
+
+def fast_growth(
+    factory: CoreFactory = adaptive_core, *, seed: int = 1, span: float = 19.0, warmup: float = 3.0
+) -> Result:
+    """C = 8, S growing from 100 ms to 300 ms over a `span`-second run, as in the benchmark's
+    s-growth scenario; measured from `warmup` seconds."""
+    server, clients = _run(8, [factory], span, service=lambda t: 0.1 + 0.2 * t / span, seed=seed)
+    return _measure(server, clients, warmup, span)
+
+
 def shared(
     slots: int = 8,
     factories: tuple[CoreFactory, CoreFactory] = (adaptive_core, adaptive_core),
@@ -429,6 +462,8 @@ def main() -> None:
         ],
         *[(f"C 8->3->12, phase {i + 1}", lambda f, i=i: capacity_change(f)[i]) for i in range(3)],
         ("S 100->300ms, C=8", service_growth),
+        ("S 100->300ms in 19 s, C=8", fast_growth),
+        ("S step 100->200ms, C=8", service_step),
         ("30 s outage, C=8", outage),
         ("10 s import (109s), C=8", manual_import),
     ]

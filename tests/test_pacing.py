@@ -430,6 +430,38 @@ def test_follows_a_growing_service_time():
     assert r.queue <= 0.5
 
 
+def test_a_service_time_step_is_not_taken_for_a_queue():
+    # S doubles at 30 s. Cutting the limit leaves the round trip where it is (a queue of ours
+    # would shrink with the limit), so the round trip is S: the limit goes back, not to 1.
+    r = model.service_step()
+    assert r.recovery is not None and r.recovery <= 10.0
+    client, pbx = r.clients[0], r.server
+    assert pbx is not None
+    assert client.done_between(40.0, 50.0) / model.ideal_done(pbx, 40.0, 50.0) >= 0.9
+    assert r.throughput >= 0.93
+    assert r.queue <= 0.5
+    assert client.mean_limit(40.0, 90.0) >= 7.0
+
+
+def test_no_periodic_re_measure_at_one_call_at_a_time():
+    # Half of 2 is 1: a whole window at half speed. At a level of 2 or less it is skipped.
+    r = model.steady(2)
+    assert r.clients[0].core.snapshot()["remeasures"] == 0
+    assert r.throughput >= 0.97
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_follows_a_fast_growing_service_time(seed):
+    r = model.fast_growth(seed=seed)  # 100 ms to 300 ms in 19 s, as the benchmark's s-growth
+    assert r.throughput >= 0.8
+    assert r.queue <= 0.5
+
+
+def test_follows_a_fast_growing_service_time_on_average():
+    runs = [model.fast_growth(seed=seed) for seed in range(1, 7)]
+    assert sum(r.throughput for r in runs) / len(runs) >= 0.85
+
+
 @pytest.mark.parametrize(
     ("slots", "second_at", "jitter"),
     [(4, 0.0, 0.2), (8, 15.0, 0.2), (16, 0.0, 0.1), (16, 15.0, 0.0)],
