@@ -29,6 +29,13 @@ EXIT_INPUT = 3  # the input is not valid Singer
 _ID = th.IntegerType(minimum=1)
 
 
+def _seconds(name: str, minimum: int, description: str) -> th.Property:
+    """A duration setting in seconds, with its default from DEFAULTS."""
+    return th.Property(
+        name, th.NumberType(minimum=minimum), default=DEFAULTS[name], description=description
+    )
+
+
 def _lead_properties() -> list[th.Property]:
     """The lead settings: valid at the top level and inside `streams.<name>`."""
     return [
@@ -141,36 +148,31 @@ def _config_schema() -> dict[str, Any]:
             th.IntegerType(minimum=1, maximum=256),
             description="Pin a fixed number of calls in flight instead of adapting.",
         ),
-        th.Property(
+        _seconds(
             "request_timeout_s",
-            th.NumberType(minimum=1),
-            default=DEFAULTS["request_timeout_s"],
-            description="Seconds to wait for a reply (longer than the PBX's 60 s queue limit).",
+            1,
+            "Seconds to wait for a reply (longer than the PBX's 60 s queue limit).",
         ),
-        th.Property(
+        _seconds(
             "max_retry_time_s",
-            th.NumberType(minimum=0),
-            default=DEFAULTS["max_retry_time_s"],
-            description="How long one record may keep failing transiently before the run fails.",
+            0,
+            "How long one record may keep failing transiently before the run fails.",
         ),
-        th.Property(
+        _seconds(
             "overload_pause_s",
-            th.NumberType(minimum=0),
-            default=DEFAULTS["overload_pause_s"],
-            description="Minimum pause before retrying a call answered 109 (a manual import "
+            0,
+            "Minimum pause before retrying a call answered 109 (a manual import "
             "on the PBX may be running).",
         ),
-        th.Property(
+        _seconds(
             "shutdown_grace_s",
-            th.NumberType(minimum=0),
-            default=DEFAULTS["shutdown_grace_s"],
-            description="On SIGTERM/SIGINT: seconds to wait for calls in flight.",
+            0,
+            "On SIGTERM/SIGINT: seconds to wait for calls in flight.",
         ),
-        th.Property(
+        _seconds(
             "progress_interval_s",
-            th.NumberType(minimum=1),
-            default=DEFAULTS["progress_interval_s"],
-            description="Seconds between progress lines while sending.",
+            1,
+            "Seconds between progress lines while sending.",
         ),
         th.Property(
             "preflight_timeout_s",
