@@ -331,12 +331,13 @@ def _run(
     seed: int = 1,
     starts: tuple[float, ...] = (),
     setup: Callable[[Server], None] | None = None,
+    think: float = 0.0002,
 ) -> tuple[Server, list[Client]]:
     sim = Sim()
     server = Server(sim, slots, service=service, jitter=jitter, seed=seed)
     if setup:
         setup(server)
-    clients = [Client(sim, server, f(seed + 100 * i)) for i, f in enumerate(factories)]
+    clients = [Client(sim, server, f(seed + 100 * i), think=think) for i, f in enumerate(factories)]
     for i, client in enumerate(clients):
         client.start(starts[i] if i < len(starts) else 0.0)
     sim.run(until)
@@ -375,6 +376,30 @@ def capacity_change(factory: CoreFactory = adaptive_core, *, seed: int = 1) -> l
     return [
         _measure(server, clients, a + 5.0, b)
         for a, b in ((10.0, 40.0), (40.0, 80.0), (80.0, 120.0))
+    ]
+
+
+def capacity_change_short(
+    factory: CoreFactory = adaptive_core,
+    *,
+    seed: int = 1,
+    warmup: float = 3.0,
+    phase: float = 6.0,
+    jitter: float = 0.0,
+    think: float = 0.0015,
+) -> list[Result]:
+    """The benchmark's c-change: C = 8, 3, 12 for `phase` seconds each after a `warmup`, each
+    phase measured whole (the ramp after a change counts), fixed service times (the simulator
+    sleeps S) and a 1-2 ms client turnaround."""
+
+    def setup(server: Server) -> None:
+        server.set_slots_at(warmup + phase, 3)
+        server.set_slots_at(warmup + 2 * phase, 12)
+
+    until = warmup + 3 * phase
+    server, clients = _run(8, [factory], until, jitter=jitter, seed=seed, setup=setup, think=think)
+    return [
+        _measure(server, clients, warmup + i * phase, warmup + (i + 1) * phase) for i in range(3)
     ]
 
 
@@ -461,6 +486,10 @@ def main() -> None:
             for c in (4, 16)
         ],
         *[(f"C 8->3->12, phase {i + 1}", lambda f, i=i: capacity_change(f)[i]) for i in range(3)],
+        *[
+            (f"C 8->3->12 6 s, phase {i + 1}", lambda f, i=i: capacity_change_short(f)[i])
+            for i in range(3)
+        ],
         ("S 100->300ms, C=8", service_growth),
         ("S 100->300ms in 19 s, C=8", fast_growth),
         ("S step 100->200ms, C=8", service_step),
