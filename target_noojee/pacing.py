@@ -161,7 +161,11 @@ class GradientPolicy:
 
     - slow start doubles L while no queue shows, then cuts to ``round(L * baseline / rtt)``;
     - at the level held, a window showing a queue of our own >= `hold_tolerance` calls cuts L
-      the same way, and the next window checks the round trip fell with it;
+      the same way, and the next window checks the round trip fell with it. When a neighbour's
+      probe adds the one call of queue, our share of it is our share of all calls in flight:
+      the default 0.5 makes whoever holds more than half of the PBX give up a call, which is
+      what moves two targets towards an even split. A window with a smaller queue of ours (>=
+      `quiet_tolerance`) just holds: no probe into a queue;
     - a rise with no step from the window before looks like S growing, not a queue: one window
       at `drift_fraction` of the level re-measures S instead;
     - a quiet window lets L probe upward (+1, +1, +2, +4 ... while accepted). A probe is judged
@@ -175,7 +179,10 @@ class GradientPolicy:
       queue: up to C the round trip is S whatever the limit, above C it scales with the limit.
       The baseline then takes the round trip at the lower limit, uncapped, and the level held
       comes back (after a cut for inflation, once two windows after it agree: the window that
-      caused it may straddle a change of C);
+      caused it may straddle a change of C). A rise of more than `verify_rise` is checked by a
+      re-measurement `first_remeasure` seconds later: a neighbour ramping up fills the room a
+      lower limit makes and looks just like S growing, and a baseline that took its queue for S
+      would hold that queue for good;
     - 109 (OVERLOAD) halves L at most once per round trip; a cluster of 103/5xx (ERROR, >= 2 and
       >= 10% of the replies since the last change) cuts it by a quarter, once per change; slow
       start then climbs back to the level held before.
@@ -189,7 +196,8 @@ class GradientPolicy:
         initial_limit: int = 1,
         confidence: float = 2.0,
         queue_tolerance: float = 0.5,
-        hold_tolerance: float = 0.75,
+        hold_tolerance: float = 0.5,
+        quiet_tolerance: float = 0.4,
         min_window: int = 8,
         min_rounds: int = 2,
         max_window: int = 256,
@@ -201,6 +209,7 @@ class GradientPolicy:
         remeasure_interval: float = 30.0,
         first_remeasure: float = 5.0,
         remeasure_jump: float = 0.3,
+        verify_rise: float = 0.3,
         remeasure_min_limit: int = 3,
         drift_limit: float = 0.25,
         drift_fraction: float = 0.75,
@@ -221,6 +230,7 @@ class GradientPolicy:
         self.confidence = confidence
         self.queue_tolerance = queue_tolerance
         self.hold_tolerance = hold_tolerance
+        self.quiet_tolerance = quiet_tolerance
         self.min_window = min_window
         self.min_rounds = min_rounds
         self.max_window = max_window
@@ -231,6 +241,7 @@ class GradientPolicy:
         self.remeasure_interval = remeasure_interval
         self.first_remeasure = first_remeasure
         self.remeasure_jump = remeasure_jump
+        self.verify_rise = verify_rise
         self.remeasure_min_limit = remeasure_min_limit
         self.drift_limit = drift_limit
         self.drift_fraction = drift_fraction
@@ -263,6 +274,9 @@ class GradientPolicy:
         self._chain_from = self._limit  # the level held before the last run of cuts
         self._flat = 0  # windows after a cut whose round trip did not fall with the limit
         self._next_remeasure = math.inf
+        self._verifying = False  # the re-measurement under way checks a rise of the baseline
+        self._verify_due = False  # the next re-measurement is such a check
+        self._queued_to: float | None = None  # see `_start_remeasure`
         self.counts: dict[str, int] = {
             "windows": 0,
             "probes": 0,
@@ -272,6 +286,7 @@ class GradientPolicy:
             "rebaselines": 0,
             "error_cuts": 0,
             "s_grew": 0,
+            "verifies": 0,
         }
 
     # -- reading --------------------------------------------------------------------------------
@@ -390,6 +405,8 @@ class GradientPolicy:
         changed = limit != self._limit
         self._limit = limit
         self._mode = mode
+        if mode is not _Mode.REMEASURE:
+            self._verifying = False
         self._new_window(now, changed=changed)
 
     def _usage(self) -> tuple[float, bool]:
@@ -462,8 +479,7 @@ class GradientPolicy:
             return
 
         z = self.confidence
-        # At a level already held, a neighbour's probe looks like our queue for one window:
-        # the probe's owner reverts it, so only a clear share of it is ours to shed.
+        # At a level already held the tolerance may differ from a probe's (see the class doc).
         tol = self.hold_tolerance if mode is _Mode.HOLD else None
         est_abs = self._queue_estimate(center, used, self._baseline, self._baseline_n, n, z, tol)
         est_rel = None
@@ -480,7 +496,10 @@ class GradientPolicy:
         elif mode is _Mode.CHECK:
             self._close_check(now, center, n, spread, est_abs)
         else:
-            self._close_hold(now, center, n, spread, est_abs, step, saturated)
+            queued = self._queue_estimate(
+                center, used, self._baseline, self._baseline_n, n, z, self.quiet_tolerance
+            )
+            self._close_hold(now, center, n, spread, est_abs, step, saturated, queued is not None)
 
     def _close_slow_start(
         self, now: float, center: float, n: int, spread: float, est: float | None, saturated: bool
@@ -512,9 +531,14 @@ class GradientPolicy:
         est: float | None,
         step: bool,
         saturated: bool,
+        queued: bool,
     ) -> None:
         assert self._baseline is not None
-        if est is None:
+        if est is None and queued:
+            # A queue of ours under the tolerance (a neighbour's, mostly): too small to give up
+            # a call for, too big to probe into or to learn the baseline from.
+            self._set(now, self._limit, _Mode.HOLD)
+        elif est is None:
             self._learn(now, center, n, spread)
             self._ref = (center, n)
             self._after_quiet(now, saturated)
@@ -525,8 +549,8 @@ class GradientPolicy:
             self._new_window(now, changed=False)
         elif not step and center / self._baseline - 1.0 < self.drift_limit:
             # Above the baseline but no slower than the last window: S crept up (or the
-            # baseline is stale). Re-measure before cutting anything.
-            self._start_remeasure(now, self.drift_fraction)
+            # baseline is stale), or a queue stands. Re-measure before cutting anything.
+            self._start_remeasure(now, self.drift_fraction, queued_to=est)
         else:
             self._successes = 0
             self._cut_center = center
@@ -635,6 +659,10 @@ class GradientPolicy:
         self._ref = None
         if self._next_remeasure == math.inf:
             self._next_remeasure = now + self._remeasure_delay()
+        if self._queued_to is not None:
+            # The baseline held, so the standing rise at the level was a queue: shed it.
+            self.counts["cuts"] += 1
+            self._level = self._clamp(min(self._level - 1, _round(self._queued_to)))
         self._set(now, self._level, _Mode.HOLD)
 
     # -- moves ----------------------------------------------------------------------------------
@@ -657,6 +685,8 @@ class GradientPolicy:
         if now >= self._next_remeasure:
             self._next_remeasure = math.inf
             self._start_remeasure(now, 0.5)
+            self._verifying = self._verify_due
+            self._verify_due = False
         elif saturated and self._skip <= 0 and self._limit < self.max_limit:
             step = 1 if self._successes < 2 else 2 ** (self._successes - 1)
             self.counts["probes"] += 1
@@ -666,8 +696,11 @@ class GradientPolicy:
                 self._skip -= 1
             self._set(now, self._limit, _Mode.HOLD)
 
-    def _start_remeasure(self, now: float, fraction: float) -> None:
+    def _start_remeasure(self, now: float, fraction: float, queued_to: float | None = None) -> None:
+        """One window at `fraction` of the level. `queued_to`: the level the window before
+        asked for, if the re-measurement finds the baseline right (the queue was real)."""
         self.counts["remeasures"] += 1
+        self._queued_to = queued_to
         # The window just closed is what the re-measurement's round trip is compared with.
         self._cut_center = self._last_center or self._baseline or 1.0
         self._cut_from = self._limit
@@ -681,17 +714,32 @@ class GradientPolicy:
         """
         if self._limit >= self._cut_from:
             return True
-        return center / self._cut_center < 1.0 - 0.5 * (1.0 - self._limit / self._cut_from)
+        # It cannot fall under the baseline, though: a queue of one call at L = 5 takes the
+        # round trip from 9/8 S to S at any limit up to C, not to 3/5 of 9/8 S at 3.
+        floor = self._baseline or 0.0
+        expected = max(floor, self._cut_center * self._limit / self._cut_from)
+        return center < self._cut_center - 0.5 * (self._cut_center - expected)
 
     def _s_grew(self, now: float, center: float, n: int, spread: float) -> None:
         """A lower limit left the round trip where it was: it is S. Take it as the baseline
         (no drift cap: this is a measurement, not a guess) and go back to the level held."""
         self.counts["s_grew"] += 1
+        assert self._baseline is not None
+        rose = center > self._baseline * (1.0 + self.verify_rise)
+        verified = self._mode is _Mode.REMEASURE and self._verifying
         self._rebaseline(now, center, n, capped=False)
         self._learn_spread(spread)
         self._ref = None
         self._level = max(self._level, self._cut_from)
-        if self._next_remeasure == math.inf:
+        if rose and not verified:
+            # A neighbour ramping up fills the room a lower limit makes, which looks just like
+            # S growing. Check soon, at half the level: by then a neighbour that yields has
+            # settled, and a queue shows as a round trip falling with the limit.
+            self.counts["verifies"] += 1
+            # (Not sooner: a re-measurement due earlier would find the neighbour still there.)
+            self._next_remeasure = now + self.first_remeasure * self._rng.uniform(0.9, 1.1)
+            self._verify_due = True
+        elif self._next_remeasure == math.inf:
             self._next_remeasure = now + self._remeasure_delay()
         self._set(now, self._level, _Mode.HOLD)
 
