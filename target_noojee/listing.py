@@ -22,13 +22,12 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from target_noojee.cli_config import load_config_file
+from target_noojee.cli_config import EXIT_CONFIG, config_arg
 from target_noojee.client import NoojeeClient
 from target_noojee.preflight import PreflightError, RetryBound, catalogue, fetch, pbx_host
 from target_noojee.settings import ConfigError
 
 EXIT_UNREACHABLE = 1
-EXIT_CONFIG = 2
 ENV_PREFIX = "TARGET_NOOJEE_"
 
 
@@ -96,10 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR, format="%(message)s", stream=sys.stderr)
-    try:
-        config = load_config_file(args.config) if args.config is not None else {}
-    except ConfigError as exc:
-        print(f"noojee-list: {exc}", file=sys.stderr)
+    config = config_arg(args.config, "noojee-list")
+    if config is None:
         return EXIT_CONFIG
     base_url, api_key = _setting(args, config, "base_url"), _setting(args, config, "api_key")
     if not base_url:

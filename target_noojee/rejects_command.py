@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from target_noojee.cli_config import load_config_file
+from target_noojee.cli_config import EXIT_CONFIG, EXIT_FAILED, config_arg
 from target_noojee.codes import NO_CHANGE
 from target_noojee.delivery import DeliveryStopped, Job
 from target_noojee.pipeline import DEFAULTS, Pipeline
@@ -122,7 +122,7 @@ def resend(config: Mapping[str, Any], path: Path, codes: set[str], keys: set[str
         )
         if failure is not None:
             print(f"resend stopped: {failure}", file=sys.stderr)
-            return 2 if failure.setting else 1
+            return EXIT_CONFIG if failure.setting else EXIT_FAILED
         return 0
 
 
@@ -170,23 +170,21 @@ def main(argv: list[str] | None = None) -> int:
     again.add_argument("--key", action="append", default=[], help="a record key (repeat)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    try:
-        config = load_config_file(args.config) if args.config is not None else {}
-    except ConfigError as exc:
-        print(f"noojee-rejects: {exc}", file=sys.stderr)
-        return 2
+    config = config_arg(args.config, "noojee-rejects")
+    if config is None:
+        return EXIT_CONFIG
     path = args.file or Path(config.get("reject_file") or DEFAULTS["reject_file"])
     if args.command == "list":
         return list_entries(path, args.format)
     for name in ("base_url", "api_key"):
         if not config.get(name):
             print(f"config lacks `{name}`", file=sys.stderr)
-            return 2
+            return EXIT_CONFIG
     try:
         return resend(config, path, set(args.code), set(args.key))
     except BlockingIOError:
         print(f"a target-noojee run is writing {path}; try again when it ends", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from singer_sdk import Target
 from singer_sdk import typing as th
 from singer_sdk.exceptions import ConfigValidationError, RecordsWithoutSchemaException
 
+from target_noojee.cli_config import EXIT_CONFIG, EXIT_FAILED
 from target_noojee.delivery import DeliveryStopped, Interrupted
 from target_noojee.input import InputError, NumberedReader, Terminated
 from target_noojee.pipeline import DEFAULTS, Pipeline
@@ -22,8 +23,6 @@ from target_noojee.sinks import NoojeeSink
 
 LOGGER = logging.getLogger("target_noojee")
 
-EXIT_FAILED = 1  # delivery failed (transient errors beyond max_retry_time_s, PBX refused)
-EXIT_CONFIG = 2  # a setting is wrong: fix it and run again
 EXIT_INPUT = 3  # the input is not valid Singer
 
 _ID = th.IntegerType(minimum=1)
