@@ -53,8 +53,9 @@ def sim() -> Iterator[Simulator]:
         yield simulator
 
 
-def base_config(sim: Simulator, tmp_path: Path, **overrides: Any) -> dict[str, Any]:
-    """A config for the default fixture (template 41, campaign 41, allocation 38)."""
+def pbx_config(sim: Simulator, **overrides: Any) -> dict[str, Any]:
+    """The PBX and lead settings for the default fixture (template 41, campaign 41, allocation
+    38): enough for a preflight, no files."""
     config: dict[str, Any] = {
         "base_url": sim.url,
         "api_key": API_KEY,
@@ -63,13 +64,20 @@ def base_config(sim: Simulator, tmp_path: Path, **overrides: Any) -> dict[str, A
         "allocation_id": 38,
         "operation": "upsert",
         "mapping": MAPPING,
+    }
+    config.update(overrides)
+    return config
+
+
+def base_config(sim: Simulator, tmp_path: Path, **overrides: Any) -> dict[str, Any]:
+    """A config for a run: `pbx_config` plus files under tmp_path and short retry bounds."""
+    run_settings: dict[str, Any] = {
         "reject_file": str(tmp_path / "rejects.jsonl"),
         "ledger_path": str(tmp_path / "ledger.sqlite"),
         "max_retry_time_s": 20,
         "overload_pause_s": 0.2,
     }
-    config.update(overrides)
-    return config
+    return pbx_config(sim, **{**run_settings, **overrides})
 
 
 def schema_msg(stream: str = "contacts", key: list[str] | None = None) -> dict[str, Any]:

@@ -23,7 +23,15 @@ from target_noojee.settings import ConfigError, resolve_stream_settings
 from target_noojee.simulator import DEFAULT_FIXTURE, Simulator
 from target_noojee.target import TargetNoojee
 
-from conftest import API_KEY, MAPPING, base_config, lead, record_msg, run_target, schema_msg
+from conftest import (
+    API_KEY,
+    base_config,
+    lead,
+    pbx_config,
+    record_msg,
+    run_target,
+    schema_msg,
+)
 
 WRONG_KEY = "wrong-key-0c1d2e3f4a5b"
 
@@ -53,20 +61,6 @@ def pbx() -> Iterator[Simulator]:
         yield simulator
 
 
-def config_for(sim: Simulator, **overrides: Any) -> dict[str, Any]:
-    config: dict[str, Any] = {
-        "base_url": sim.url,
-        "api_key": API_KEY,
-        "template_id": 41,
-        "campaign_id": 41,
-        "allocation_id": 38,
-        "operation": "upsert",
-        "mapping": MAPPING,
-    }
-    config.update(overrides)
-    return config
-
-
 def lanes(config: dict[str, Any], *streams: str) -> list[tuple[str, Any]]:
     return [(s, resolve_stream_settings(config, s)) for s in streams or ("contacts",)]
 
@@ -85,7 +79,7 @@ def assert_safe(message: str, sim: Simulator) -> None:
 
 
 def test_right_ids_pass_and_each_is_checked_once(pbx: Simulator) -> None:
-    config = config_for(pbx, streams={"renewals": {"campaign_id": 42, "allocation_id": 62}})
+    config = pbx_config(pbx, streams={"renewals": {"campaign_id": 42, "allocation_id": 62}})
     client = NoojeeClient(pbx.url, API_KEY, timeout_s=5)
     check_once = Preflight(client, config, max_wait_s=5)
     check_once.check(lanes(config, "contacts", "renewals"))
@@ -94,7 +88,7 @@ def test_right_ids_pass_and_each_is_checked_once(pbx: Simulator) -> None:
     check_once.check(lanes(config, "contacts", "renewals", "other"))  # same ids: no call
     assert pbx.list_calls == calls
     assert check_once.is_checked(resolve_stream_settings(config, "renewals"))
-    mobile = config_for(pbx, template_id=50, campaign_id=50, allocation_id=70)
+    mobile = pbx_config(pbx, template_id=50, campaign_id=50, allocation_id=70)
     check_once.check(lanes(mobile))
     assert pbx.list_calls == calls + 2  # the template list is cached
     client.close()
@@ -102,7 +96,7 @@ def test_right_ids_pass_and_each_is_checked_once(pbx: Simulator) -> None:
 
 def test_wrong_template_names_the_setting_and_lists_the_valid_ones(pbx: Simulator) -> None:
     with pytest.raises(ConfigError) as caught:
-        check(config_for(pbx, template_id=99))
+        check(pbx_config(pbx, template_id=99))
     assert caught.value.setting == "template_id"
     message = str(caught.value)
     assert message.startswith("setting `template_id` is 99, not a campaign template on the PBX")
@@ -112,7 +106,7 @@ def test_wrong_template_names_the_setting_and_lists_the_valid_ones(pbx: Simulato
 
 def test_wrong_campaign_lists_the_campaigns_of_its_template(pbx: Simulator) -> None:
     with pytest.raises(ConfigError) as caught:
-        check(config_for(pbx, campaign_id=50))  # exists, but in template 50
+        check(pbx_config(pbx, campaign_id=50))  # exists, but in template 50
     assert caught.value.setting == "campaign_id"
     assert str(caught.value) == (
         "setting `campaign_id` is 50, not a campaign of template 41 (stream 'contacts'); "
@@ -121,7 +115,7 @@ def test_wrong_campaign_lists_the_campaigns_of_its_template(pbx: Simulator) -> N
 
 
 def test_wrong_allocation_from_a_stream_override_names_the_stream(pbx: Simulator) -> None:
-    config = config_for(pbx, streams={"renewals": {"campaign_id": 42, "allocation_id": 38}})
+    config = pbx_config(pbx, streams={"renewals": {"campaign_id": 42, "allocation_id": 38}})
     check(config, "contacts")  # the top-level ids are right
     with pytest.raises(ConfigError) as caught:
         check(config, "contacts", "renewals")
@@ -134,7 +128,7 @@ def test_wrong_allocation_from_a_stream_override_names_the_stream(pbx: Simulator
 
 def test_a_campaign_without_allocations_says_so(pbx: Simulator) -> None:
     with pytest.raises(ConfigError) as caught:
-        check(config_for(pbx, campaign_id=43, allocation_id=1))
+        check(pbx_config(pbx, campaign_id=43, allocation_id=1))
     assert caught.value.setting == "allocation_id"
     assert str(caught.value).endswith("valid: none (the campaign has no allocations)")
 
@@ -145,7 +139,7 @@ def test_refused_key_names_api_key_and_never_shows_it(
     caplog.set_level(logging.DEBUG)
     started = time.monotonic()
     with pytest.raises(ConfigError) as caught:
-        check(config_for(pbx, api_key=WRONG_KEY), max_wait_s=30)
+        check(pbx_config(pbx, api_key=WRONG_KEY), max_wait_s=30)
     assert time.monotonic() - started < 5  # not retried: retrying cannot fix a key
     assert caught.value.setting == "api_key"
     message = str(caught.value)
@@ -157,7 +151,7 @@ def test_refused_key_names_api_key_and_never_shows_it(
 
 def test_wrong_base_url_is_a_config_error(pbx: Simulator) -> None:
     with pytest.raises(ConfigError) as caught:
-        check(config_for(pbx, base_url=pbx.url + "/not-the-pbx"))
+        check(pbx_config(pbx, base_url=pbx.url + "/not-the-pbx"))
     assert caught.value.setting == "base_url" and "404" in str(caught.value)
     assert_safe(str(caught.value), pbx)
     with pytest.raises(ConfigError) as caught:
@@ -175,7 +169,7 @@ def test_an_outage_within_the_bound_is_waited_out(
     pbx.set_outage("refuse")
     pbx.schedule_outage("refuse", 0.0, 1.5)  # already refusing: ends the outage in 1.5 s
     started = time.monotonic()
-    check(config_for(pbx), max_wait_s=20)
+    check(pbx_config(pbx), max_wait_s=20)
     assert 1.0 < time.monotonic() - started < 15
     assert "does not answer (connection refused or unreachable)" in caplog.text
     assert API_KEY not in caplog.text
@@ -184,14 +178,14 @@ def test_an_outage_within_the_bound_is_waited_out(
 def test_connections_reset_are_retried_too(pbx: Simulator) -> None:
     pbx.set_outage("reset")
     pbx.schedule_outage("reset", 0.0, 1.0)
-    check(config_for(pbx), max_wait_s=20)
+    check(pbx_config(pbx), max_wait_s=20)
 
 
 def test_a_permanent_outage_fails_after_the_bound(pbx: Simulator) -> None:
     pbx.set_outage("refuse")
     started = time.monotonic()
     with pytest.raises(PreflightError) as caught:
-        check(config_for(pbx), max_wait_s=1.0)
+        check(pbx_config(pbx), max_wait_s=1.0)
     elapsed = time.monotonic() - started
     assert 0.9 < elapsed < 5
     message = str(caught.value)
@@ -203,10 +197,10 @@ def test_a_permanent_outage_fails_after_the_bound(pbx: Simulator) -> None:
 
 def test_the_bound_comes_from_the_config(pbx: Simulator) -> None:
     client = NoojeeClient(pbx.url, API_KEY)
-    assert Preflight(client, config_for(pbx)).max_wait_s == 60
-    assert Preflight(client, config_for(pbx, preflight_timeout_s=300)).max_wait_s == 300
-    assert Preflight(client, config_for(pbx, max_retry_time_s=1800)).max_wait_s == 60
-    short = config_for(pbx, max_retry_time_s=0.5)  # a record would give up sooner: so does this
+    assert Preflight(client, pbx_config(pbx)).max_wait_s == 60
+    assert Preflight(client, pbx_config(pbx, preflight_timeout_s=300)).max_wait_s == 300
+    assert Preflight(client, pbx_config(pbx, max_retry_time_s=1800)).max_wait_s == 60
+    short = pbx_config(pbx, max_retry_time_s=0.5)  # a record would give up sooner: so does this
     assert Preflight(client, short).max_wait_s == 0.5
     pbx.set_outage("refuse")
     with pytest.raises(PreflightError) as caught:
@@ -217,7 +211,7 @@ def test_the_bound_comes_from_the_config(pbx: Simulator) -> None:
 
 def test_a_stop_request_ends_the_wait_at_once(pbx: Simulator) -> None:
     pbx.set_outage("refuse")
-    config = config_for(pbx)
+    config = pbx_config(pbx)
     stop = threading.Event()
     threading.Timer(0.5, stop.set).start()
     client = NoojeeClient(pbx.url, API_KEY, timeout_s=5)
@@ -293,7 +287,7 @@ def write_config(tmp_path: Path, config: dict[str, Any]) -> str:
 
 
 def test_list_prints_the_tree(pbx: Simulator, tmp_path: Path) -> None:
-    proc = list_cli("--config", write_config(tmp_path, config_for(pbx)))
+    proc = list_cli("--config", write_config(tmp_path, pbx_config(pbx)))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == [
         f"PBX 127.0.0.1:{pbx.port}: 2 template(s)",
@@ -332,7 +326,7 @@ def test_list_as_json_with_the_key_from_the_environment(pbx: Simulator) -> None:
 
 
 def test_list_flags_override_the_config(pbx: Simulator, tmp_path: Path) -> None:
-    config = write_config(tmp_path, config_for(pbx, base_url="http://127.0.0.1:9"))
+    config = write_config(tmp_path, pbx_config(pbx, base_url="http://127.0.0.1:9"))
     proc = list_cli("--config", config, "--base-url", pbx.url, "--format", "json")
     assert proc.returncode == 0, proc.stderr
     proc = list_cli("--config", config, "--base-url", pbx.url, "--api-key", WRONG_KEY)
@@ -340,7 +334,7 @@ def test_list_flags_override_the_config(pbx: Simulator, tmp_path: Path) -> None:
 
 
 def test_list_refused_key_is_one_line_and_exit_2(pbx: Simulator, tmp_path: Path) -> None:
-    proc = list_cli("--config", write_config(tmp_path, config_for(pbx, api_key=WRONG_KEY)))
+    proc = list_cli("--config", write_config(tmp_path, pbx_config(pbx, api_key=WRONG_KEY)))
     assert proc.returncode == 2
     assert proc.stdout == ""
     assert len(proc.stderr.splitlines()) == 1 and "`api_key`" in proc.stderr
@@ -348,7 +342,7 @@ def test_list_refused_key_is_one_line_and_exit_2(pbx: Simulator, tmp_path: Path)
 
 def test_list_unreachable_is_one_line_and_exit_1(pbx: Simulator, tmp_path: Path) -> None:
     pbx.set_outage("refuse")
-    proc = list_cli("--config", write_config(tmp_path, config_for(pbx)), "--wait", "0.5")
+    proc = list_cli("--config", write_config(tmp_path, pbx_config(pbx)), "--wait", "0.5")
     assert proc.returncode == 1
     assert proc.stderr.splitlines() == [
         f"noojee-list: cannot reach the PBX at 127.0.0.1:{pbx.port}: connection refused or "
