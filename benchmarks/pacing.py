@@ -506,10 +506,7 @@ def recovery(times: list[float], since: float, rate: float) -> float | None:
 
 def full_rate(run: Run, t: float) -> float:
     """C/S in leads per second at time t (the C and S in force then)."""
-    scn = run.scenario
-    service_ms = in_force(run.service_changes, t) if run.service_changes else scn.service_ms
-    slots = in_force(run.slot_changes, t) if run.slot_changes else scn.slots
-    return slots / (service_ms / 1000.0)
+    return in_force(run.slot_changes, t) / (in_force(run.service_changes, t) / 1000.0)
 
 
 def weighted_queue(segments: list[Segment]) -> float:
@@ -522,6 +519,7 @@ def weighted_queue(segments: list[Segment]) -> float:
 def compute_metrics(run: Run) -> None:
     scn, m = run.scenario, run.metrics
     costs = ideal_costs(run)
+    times = [created for created, _ in run.leads]
     spans = [(run.start, run.end)]
     queue_segments = run.segments
     if run.outage is not None:
@@ -552,7 +550,6 @@ def compute_metrics(run: Run) -> None:
             f"{s.label}: {ratio(costs, [(s.start, s.end)]) or 0:.2f} q {s.mean_queue:.2f}"
             for s in run.segments
         ]
-        times = [created for created, _ in run.leads]
         recovers = [
             recovery(times, s.start, full_rate(run, s.start)) if i else None
             for i, s in enumerate(run.segments)
@@ -584,8 +581,7 @@ def compute_metrics(run: Run) -> None:
         notes.append(f"shares A {shares['A']:.2f} B {shares['B']:.2f}")
     if run.outage is not None:
         gone, back = run.outage
-        times = [created for created, _ in run.leads]
-        full = scn.slots / (scn.service_ms / 1000.0)
+        full = full_rate(run, back)
         m["recover"] = recovery(times, back, full)
         own = ratio(costs, [(run.start, gone)]) or 0.0
         m["recover_own"] = recovery(times, back, own * full) if own > 0 else None
