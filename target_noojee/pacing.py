@@ -171,7 +171,10 @@ class GradientPolicy:
     - a quiet window lets L probe upward (+1, +1, +2, +4 ... while accepted). A probe is judged
       against the baseline and against the window before it, fails on a queue of our own >=
       `queue_tolerance` calls, returns to the level held, and backs off up to
-      `probe_backoff_max` windows;
+      `probe_backoff_max` windows. An accepted probe holds `probe_rest` windows before the
+      next: next to a neighbour the queue a probe makes often delays the neighbour's calls,
+      not ours, and the neighbour's cut needs a window to show (probing again at once kept two
+      targets swapping a call, a queue of one or two standing meanwhile);
     - every `remeasure_interval` seconds (the first after `first_remeasure`) one window runs
       at half the level to re-sample S (not below `remeasure_min_limit`: half of 2 is one call
       at a time); the baseline may rise by at most `max_drift` per second;
@@ -180,9 +183,11 @@ class GradientPolicy:
       The baseline then takes the round trip at the lower limit, uncapped, and the level held
       comes back (after a cut for inflation, once two windows after it agree: the window that
       caused it may straddle a change of C). A rise of more than `verify_rise` is checked by a
-      re-measurement `first_remeasure` seconds later: a neighbour ramping up fills the room a
+      re-measurement `verify_after` seconds later: a neighbour ramping up fills the room a
       lower limit makes and looks just like S growing, and a baseline that took its queue for S
-      would hold that queue for good;
+      would hold that queue for good. A check that confirms the rise is checked again twice as
+      late (2, 4, 8 .. s, up to `remeasure_interval`): the neighbour may still be filling every
+      slot we free;
     - 109 (OVERLOAD) halves L at most once per round trip; a cluster of 103/5xx (ERROR, >= 2 and
       >= 10% of the replies since the last change) cuts it by a quarter, once per change; slow
       start then climbs back to the level held before.
@@ -195,7 +200,7 @@ class GradientPolicy:
         min_limit: int = 1,
         initial_limit: int = 1,
         confidence: float = 2.0,
-        queue_tolerance: float = 0.5,
+        queue_tolerance: float = 0.4,
         hold_tolerance: float = 0.5,
         quiet_tolerance: float = 0.4,
         min_window: int = 8,
@@ -206,10 +211,12 @@ class GradientPolicy:
         baseline_gain: float = 0.25,
         learn_z: float = 2.0,
         probe_backoff_max: int = 8,
+        probe_rest: int = 1,
         remeasure_interval: float = 30.0,
         first_remeasure: float = 5.0,
         remeasure_jump: float = 0.3,
         verify_rise: float = 0.3,
+        verify_after: float = 2.0,
         remeasure_min_limit: int = 3,
         drift_limit: float = 0.25,
         drift_fraction: float = 0.75,
@@ -238,10 +245,12 @@ class GradientPolicy:
         self.baseline_gain = baseline_gain
         self.learn_z = learn_z
         self.probe_backoff_max = max(1, probe_backoff_max)
+        self.probe_rest = probe_rest
         self.remeasure_interval = remeasure_interval
         self.first_remeasure = first_remeasure
         self.remeasure_jump = remeasure_jump
         self.verify_rise = verify_rise
+        self.verify_after = verify_after
         self.remeasure_min_limit = remeasure_min_limit
         self.drift_limit = drift_limit
         self.drift_fraction = drift_fraction
@@ -276,6 +285,7 @@ class GradientPolicy:
         self._next_remeasure = math.inf
         self._verifying = False  # the re-measurement under way checks a rise of the baseline
         self._verify_due = False  # the next re-measurement is such a check
+        self._verify_wait = verify_after  # seconds from a baseline rise to its check
         self._queued_to: float | None = None  # see `_start_remeasure`
         self.counts: dict[str, int] = {
             "windows": 0,
@@ -637,7 +647,7 @@ class GradientPolicy:
         self._ref = (center, n)
         self._successes += 1
         self._backoff = max(1, self._backoff // 2)
-        self._skip = 0
+        self._skip = self.probe_rest
         self._after_quiet(now, saturated)
 
     def _close_remeasure(self, now: float, center: float, n: int, spread: float) -> None:
@@ -657,7 +667,9 @@ class GradientPolicy:
         self._rebaseline(now, center, n)
         self._learn_spread(spread)
         self._ref = None
-        if self._next_remeasure == math.inf:
+        if self._verifying:
+            self._verify_again(now)
+        elif self._next_remeasure == math.inf:
             self._next_remeasure = now + self._remeasure_delay()
         if self._queued_to is not None:
             # The baseline held, so the standing rise at the level was a queue: shed it.
@@ -731,17 +743,31 @@ class GradientPolicy:
         self._learn_spread(spread)
         self._ref = None
         self._level = max(self._level, self._cut_from)
-        if rose and not verified:
+        if verified:
+            self._verify_again(now)
+        elif rose:
             # A neighbour ramping up fills the room a lower limit makes, which looks just like
-            # S growing. Check soon, at half the level: by then a neighbour that yields has
-            # settled, and a queue shows as a round trip falling with the limit.
-            self.counts["verifies"] += 1
-            # (Not sooner: a re-measurement due earlier would find the neighbour still there.)
-            self._next_remeasure = now + self.first_remeasure * self._rng.uniform(0.9, 1.1)
-            self._verify_due = True
+            # S growing. Check soon, at half the level: a queue shows as a round trip falling
+            # with the limit.
+            self._verify_wait = self.verify_after
+            self._schedule_verify(now)
         elif self._next_remeasure == math.inf:
             self._next_remeasure = now + self._remeasure_delay()
         self._set(now, self._level, _Mode.HOLD)
+
+    def _verify_again(self, now: float) -> None:
+        """A check found the risen baseline right. A neighbour may have been filling every slot
+        we freed all the same: check again, twice as late, up to the regular interval."""
+        self._verify_wait *= 2.0
+        if self._verify_wait < self.remeasure_interval:
+            self._schedule_verify(now)
+        else:
+            self._next_remeasure = now + self._remeasure_delay()
+
+    def _schedule_verify(self, now: float) -> None:
+        self.counts["verifies"] += 1
+        self._next_remeasure = now + self._verify_wait * self._rng.uniform(0.9, 1.1)
+        self._verify_due = True
 
     def _error_cut(self, now: float, factor: float) -> None:
         self.counts["error_cuts"] += 1
