@@ -176,8 +176,8 @@ class GradientPolicy:
       not ours, and the neighbour's cut needs a window to show (probing again at once kept two
       targets swapping a call, a queue of one or two standing meanwhile);
     - every `remeasure_interval` seconds (the first after `first_remeasure`) one window runs
-      at half the level to re-sample S (not below `remeasure_min_limit`: half of 2 is one call
-      at a time); the baseline may rise by at most `max_drift` per second;
+      at half the level to re-sample S (none below `remeasure_min_limit`: half of 2 is one call
+      at a time; and 2, not 1, from 3); the baseline may rise by at most `max_drift` per second;
     - a cut (or re-measurement) that leaves the round trip where it was shows it is S, not a
       queue: up to C the round trip is S whatever the limit, above C it scales with the limit.
       The baseline then takes the round trip at the lower limit, uncapped, and the level held
@@ -716,7 +716,11 @@ class GradientPolicy:
         # The window just closed is what the re-measurement's round trip is compared with.
         self._cut_center = self._last_center or self._baseline or 1.0
         self._cut_from = self._limit
-        self._set(now, math.floor(self._level * fraction), _Mode.REMEASURE)
+        # Not under 2 from a level above it: half of 3 is 2, not 1. A window at a third of the
+        # pace is dear when calls are long (8 calls of 250 ms one at a time), and 2 of 3
+        # already shows a queue of one going.
+        reduced = max(math.floor(self._level * fraction), min(self._level - 1, 2))
+        self._set(now, reduced, _Mode.REMEASURE)
 
     def _dropped(self, center: float) -> bool:
         """Whether the round trip fell with the limit since the window at `_cut_from`.

@@ -358,10 +358,17 @@ def _measure(server: Server, clients: list[Client], t0: float, t1: float) -> Res
 
 
 def steady(
-    slots: int, factory: CoreFactory = adaptive_core, *, jitter: float = 0.2, seed: int = 1
+    slots: int,
+    factory: CoreFactory = adaptive_core,
+    *,
+    jitter: float = 0.2,
+    seed: int = 1,
+    service_s: float = 0.1,
 ) -> Result:
-    """C fixed, S = 100 ms: measured from 20 s to 120 s."""
-    server, clients = _run(slots, [factory], 120.0, jitter=jitter, seed=seed)
+    """C fixed, S = 100 ms unless said: measured from 20 s to 120 s."""
+    server, clients = _run(
+        slots, [factory], 120.0, service=lambda t: service_s, jitter=jitter, seed=seed
+    )
     return _measure(server, clients, 20.0, 120.0)
 
 
