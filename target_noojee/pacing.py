@@ -667,10 +667,7 @@ class GradientPolicy:
         self._rebaseline(now, center, n)
         self._learn_spread(spread)
         self._ref = None
-        if self._verifying:
-            self._verify_again(now)
-        elif self._next_remeasure == math.inf:
-            self._next_remeasure = now + self._remeasure_delay()
+        self._schedule_next_remeasure(now)
         if self._queued_to is not None:
             # The baseline held, so the standing rise at the level was a queue: shed it.
             self.counts["cuts"] += 1
@@ -742,30 +739,31 @@ class GradientPolicy:
         self.counts["s_grew"] += 1
         assert self._baseline is not None
         rose = center > self._baseline * (1.0 + self.verify_rise)
-        verified = self._mode is _Mode.REMEASURE and self._verifying
         self._rebaseline(now, center, n, capped=False)
         self._learn_spread(spread)
         self._ref = None
         self._level = max(self._level, self._cut_from)
-        if verified:
-            self._verify_again(now)
-        elif rose:
+        if rose and not self._verifying:
             # A neighbour ramping up fills the room a lower limit makes, which looks just like
             # S growing. Check soon, at half the level: a queue shows as a round trip falling
             # with the limit.
             self._verify_wait = self.verify_after
             self._schedule_verify(now)
-        elif self._next_remeasure == math.inf:
-            self._next_remeasure = now + self._remeasure_delay()
+        else:
+            self._schedule_next_remeasure(now)
         self._set(now, self._level, _Mode.HOLD)
 
-    def _verify_again(self, now: float) -> None:
-        """A check found the risen baseline right. A neighbour may have been filling every slot
-        we freed all the same: check again, twice as late, up to the regular interval."""
-        self._verify_wait *= 2.0
-        if self._verify_wait < self.remeasure_interval:
-            self._schedule_verify(now)
-        else:
+    def _schedule_next_remeasure(self, now: float) -> None:
+        """After a re-measurement (or a cut) that settled the baseline. One that checked a risen
+        baseline and found it right is checked again, twice as late, up to the regular interval:
+        a neighbour may have been filling every slot we freed all the same."""
+        if self._verifying:
+            self._verify_wait *= 2.0
+            if self._verify_wait < self.remeasure_interval:
+                self._schedule_verify(now)
+                return
+            self._next_remeasure = now + self._remeasure_delay()
+        elif self._next_remeasure == math.inf:
             self._next_remeasure = now + self._remeasure_delay()
 
     def _schedule_verify(self, now: float) -> None:
