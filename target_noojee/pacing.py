@@ -170,24 +170,31 @@ class GradientPolicy:
       at `drift_fraction` of the level re-measures S instead;
     - a quiet window lets L probe upward (+1, +1, +2, +4 ... while accepted). A probe is judged
       against the baseline and against the window before it, fails on a queue of our own >=
-      `queue_tolerance` calls, returns to the level held, and backs off up to
-      `probe_backoff_max` windows. An accepted probe holds `probe_rest` windows before the
+      `queue_tolerance` calls, returns to the level held, and backs off (doubling) up to
+      `probe_backoff_max` windows, or `probe_backoff_rounds` round trips where windows are
+      longer (not under half of `probe_backoff_max` windows, though). Each probe is a queue of
+      one call for a window: 16 windows apart, that is a sixteenth of a call on average, and
+      two targets probing make two of those. The cap in round trips keeps the time to notice
+      a rise of C near 3 s at S = 100 ms when windows are long (one call at a time, say). An
+      accepted probe halves the back-off, and holds `probe_rest` windows before the
       next: next to a neighbour the queue a probe makes often delays the neighbour's calls,
       not ours, and the neighbour's cut needs a window to show (probing again at once kept two
       targets swapping a call, a queue of one or two standing meanwhile);
     - every `remeasure_interval` seconds (the first after `first_remeasure`) one window runs
-      at half the level to re-sample S (none below `remeasure_min_limit`: half of 2 is one call
-      at a time; and 2, not 1, from 3); the baseline may rise by at most `max_drift` per second;
+      at `remeasure_fraction` (3/4) of the level to re-sample S: below C once the level holds
+      a queue of one call (up to 4/3 of C), and a third as dear as half the level (a quarter
+      of the pace for 2/3 of the time). None below `remeasure_min_limit` (3/4 of 2 is one call
+      at a time), and 2, not 1, from 3. The baseline may rise by at most `max_drift` per second;
     - a cut (or re-measurement) that leaves the round trip where it was shows it is S, not a
       queue: up to C the round trip is S whatever the limit, above C it scales with the limit.
       The baseline then takes the round trip at the lower limit, uncapped, and the level held
       comes back (after a cut for inflation, once two windows after it agree: the window that
       caused it may straddle a change of C). A rise of more than `verify_rise` is checked by a
-      re-measurement `verify_after` seconds later: a neighbour ramping up fills the room a
-      lower limit makes and looks just like S growing, and a baseline that took its queue for S
-      would hold that queue for good. A check that confirms the rise is checked again twice as
-      late (2, 4, 8 .. s, up to `remeasure_interval`): the neighbour may still be filling every
-      slot we free;
+      re-measurement at half the level `verify_after` seconds later: a neighbour ramping up
+      fills the room a lower limit makes and looks just like S growing, and a baseline that
+      took its queue for S would hold that queue for good. A check that confirms the rise is
+      checked again twice as late (2, 4, 8 .. s, up to `remeasure_interval`): the neighbour
+      may still be filling every slot we free;
     - 109 (OVERLOAD) halves L at most once per round trip; a cluster of 103/5xx (ERROR, >= 2 and
       >= 10% of the replies since the last change) cuts it by a quarter, once per change; slow
       start then climbs back to the level held before.
@@ -210,14 +217,16 @@ class GradientPolicy:
         initial_spread: float = 0.2,
         baseline_gain: float = 0.25,
         learn_z: float = 2.0,
-        probe_backoff_max: int = 8,
+        probe_backoff_max: int = 16,
         probe_rest: int = 1,
+        probe_backoff_rounds: int = 32,
         remeasure_interval: float = 30.0,
         first_remeasure: float = 5.0,
         remeasure_jump: float = 0.3,
         verify_rise: float = 0.3,
         verify_after: float = 2.0,
         remeasure_min_limit: int = 3,
+        remeasure_fraction: float = 0.75,
         drift_limit: float = 0.25,
         drift_fraction: float = 0.75,
         max_drift: float = 0.02,
@@ -246,12 +255,14 @@ class GradientPolicy:
         self.learn_z = learn_z
         self.probe_backoff_max = max(1, probe_backoff_max)
         self.probe_rest = probe_rest
+        self.probe_backoff_rounds = probe_backoff_rounds
         self.remeasure_interval = remeasure_interval
         self.first_remeasure = first_remeasure
         self.remeasure_jump = remeasure_jump
         self.verify_rise = verify_rise
         self.verify_after = verify_after
         self.remeasure_min_limit = remeasure_min_limit
+        self.remeasure_fraction = remeasure_fraction
         self.drift_limit = drift_limit
         self.drift_fraction = drift_fraction
         self.max_drift = max_drift
@@ -384,6 +395,13 @@ class GradientPolicy:
         # At least `min_rounds` round trips of every caller: in-step callers cover every phase.
         floor = max(self.min_window, self.min_rounds * level)
         return max(floor, min(self.max_window, math.ceil(n)))
+
+    def _backoff_windows(self) -> int:
+        """Windows to hold after a failed probe: the back-off, capped at `probe_backoff_rounds`
+        round trips of the level held (but never under half of `probe_backoff_max` windows)."""
+        rounds = self._window_for(self._level) / max(1, self._level)
+        cap = max(self.probe_backoff_max // 2, int(self.probe_backoff_rounds / rounds))
+        return max(1, min(self._backoff, cap))
 
     def _target(self) -> int:
         if self._mode is _Mode.START:
@@ -622,7 +640,7 @@ class GradientPolicy:
             self.counts["probes_failed"] += 1
             self._successes = 0
             self._backoff = min(self.probe_backoff_max, self._backoff * 2)
-            self._skip = self._backoff
+            self._skip = self._backoff_windows()
             # Back to somewhere between the level held before and the probe: an estimate just
             # under the level is the probe's own noise, and whether the level itself is too high
             # is for the windows at that level to say; one far under it is news (C dropped).
@@ -693,7 +711,7 @@ class GradientPolicy:
             self._next_remeasure = now + self._remeasure_delay()
         if now >= self._next_remeasure:
             self._next_remeasure = math.inf
-            self._start_remeasure(now, 0.5)
+            self._start_remeasure(now, 0.5 if self._verify_due else self.remeasure_fraction)
             self._verifying = self._verify_due
             self._verify_due = False
         elif saturated and self._skip <= 0 and self._limit < self.max_limit:

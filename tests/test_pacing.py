@@ -154,12 +154,14 @@ def test_the_baseline_follows_a_growing_service_time():
     assert policy.snapshot()["remeasures"] >= 2
 
 
-def test_a_stale_baseline_is_re_measured_at_half_the_limit():
+def test_a_stale_baseline_is_re_measured_at_three_quarters_of_the_limit():
+    # 3/4 of a level at C is under C once the level holds a queue of one call (up to 4/3 C),
+    # and a third as dear as half of it: a quarter of the pace, for 2/3 of the time.
     policy = GradientPolicy(rng=random.Random(1), remeasure_interval=10.0)
     trace: list[tuple[float, int]] = []
     drive(policy, server(8), until=25.0, trace=trace)
-    halves = [limit for t, limit in trace if t > 5.0 and limit == 4]
-    assert halves, "no window at half the limit"
+    reduced = [limit for t, limit in trace if t > 5.0 and limit < 8]
+    assert reduced and set(reduced) == {6}, reduced
     assert policy.snapshot()["remeasures"] >= 2
 
 
@@ -225,6 +227,23 @@ def test_an_accepted_probe_holds_a_window_before_the_next():
     assert modes.count("probe") >= 3
     assert all(a != "probe" or b != "probe" for a, b in itertools.pairwise(modes))
     assert policy.limit >= 11
+
+
+@pytest.mark.parametrize("slots", [2, 8])
+def test_failed_probes_back_off_to_about_32_round_trips(slots):
+    # At the limit every probe fails, and each one is a queue of one call for a window: they
+    # come 16 windows apart (2 rounds each at 8), and where windows are longer (4 rounds at 2)
+    # the back-off stops at 32 round trips, so that a rise of C is still found within ~4 s.
+    policy = GradientPolicy(rng=random.Random(1))
+    trace: list[tuple[float, int]] = []
+    drive(policy, server(slots), until=90.0, trace=trace)
+    probes = [
+        t
+        for (_, a), (t, b) in itertools.pairwise(trace)
+        if t > 10.0 and (a, b) == (slots, slots + 1)
+    ]
+    gaps = sorted(b - a for a, b in itertools.pairwise(probes))
+    assert 3.0 <= gaps[len(gaps) // 2] <= 4.5, gaps
 
 
 def test_limits_stay_within_bounds():
