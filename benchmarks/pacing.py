@@ -677,8 +677,13 @@ def goals(runs: list[Run]) -> list[str]:
             out.append(f"Goals {run.scenario.label}: FAIL (not measured)")
             continue
         r, q, n109 = m["ratio"] or 0.0, m["queue"], m["n109"]
+        if run.scenario.kind in ("change", "growth", "step"):
+            # The issue asks >= 0.95 of C/S of steady state; these rows measure the ramps.
+            thr = f"thr {r:.2f} (ramps, not steady state: no goal)"
+        else:
+            thr = f"thr {r:.2f} >= {GOAL_THROUGHPUT} {goal(r >= GOAL_THROUGHPUT)}"
         parts = [
-            f"thr {r:.2f} >= {GOAL_THROUGHPUT} {goal(r >= GOAL_THROUGHPUT)}",
+            thr,
             f"queue {q:.2f} <= {GOAL_QUEUE} {goal(q <= GOAL_QUEUE)}",
             f"109s {n109} == 0 {goal(n109 == 0)}",
         ]
