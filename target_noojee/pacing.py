@@ -658,7 +658,7 @@ class GradientPolicy:
             return
         if not saturated:
             # The application did not use the extra slot: the probe proved nothing.
-            self._skip = self._backoff
+            self._skip = self._backoff_windows()
             self._set(now, self._level, _Mode.HOLD)
             return
         self._learn(now, center, n, spread)
