@@ -581,11 +581,7 @@ class GradientPolicy:
             self._start_remeasure(now, self.drift_fraction, queued_to=est)
         else:
             self._successes = 0
-            self._cut_center = center
-            self._cut_from = self._limit
-            self._flat = 0
-            self._chain_from = self._limit
-            self._cut(now, est, _Mode.CHECK)
+            self._first_cut(now, center, est)
 
     def _close_check(
         self, now: float, center: float, n: int, spread: float, est: float | None
@@ -650,11 +646,7 @@ class GradientPolicy:
                 return
             # Far under the level: C fell, or S grew during the probe. The windows after the
             # cut tell which (see `_close_check`).
-            self._cut_center = center
-            self._cut_from = self._limit
-            self._chain_from = self._level
-            self._flat = 0
-            self._cut(now, est, _Mode.CHECK)
+            self._first_cut(now, center, est)
             return
         if not saturated:
             # The application did not use the extra slot: the probe proved nothing.
@@ -694,6 +686,15 @@ class GradientPolicy:
 
     # -- moves ----------------------------------------------------------------------------------
 
+    def _first_cut(self, now: float, center: float, ideal: float) -> None:
+        """The first of a run of cuts for a queue: remember the window that caused it and the
+        level held before it (`_close_check` compares the windows after with them)."""
+        self._cut_center = center
+        self._cut_from = self._limit
+        self._chain_from = self._level
+        self._flat = 0
+        self._cut(now, ideal, _Mode.CHECK)
+
     def _cut(self, now: float, ideal: float, mode: _Mode) -> None:
         """Down to the ideal level (at least one less), as the new accepted level."""
         self.counts["cuts"] += 1
@@ -705,9 +706,9 @@ class GradientPolicy:
         """A quiet window at the accepted level: re-measure, probe, or keep holding."""
         self._level = self._limit
         if now >= self._next_remeasure and self._limit < self.remeasure_min_limit:
-            # Half of 1 or 2 is one call at a time: a window at half speed. Up to C the round
-            # trip is S at any limit, and a rise that a cut does not shrink is taken for S
-            # (`_close_check`), so skip it.
+            # 3/4 (or half) of 1 or 2 is one call at a time: a window at half speed. Up to C
+            # the round trip is S at any limit, and a rise that a cut does not shrink is taken
+            # for S (`_close_check`), so skip it.
             self._next_remeasure = now + self._remeasure_delay()
         if now >= self._next_remeasure:
             self._next_remeasure = math.inf
