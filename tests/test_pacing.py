@@ -503,8 +503,9 @@ def test_runs_at_capacity_with_steady_service_times(slots):
 
 
 def test_a_re_measurement_at_level_3_runs_2_calls_not_1():
-    # Half of 3 rounded down is one call at a time: with 250 ms calls, a window of 8 of them at a
-    # third of the pace every 30 s cost 4-5% (0.95-0.96 here). Two of three keep it at 0.98.
+    # Half of 3 rounded down is one call at a time (the check of a risen baseline runs at half):
+    # with 250 ms calls, a window of 8 of them at a third of the pace every 30 s cost 4-5%
+    # (0.95-0.96 here). Two of three keep it at 0.98.
     for seed in (1, 2, 3):
         r = model.steady(3, service_s=0.25, seed=seed)
         assert r.throughput >= 0.97
@@ -537,7 +538,8 @@ def test_a_service_time_step_is_not_taken_for_a_queue():
 
 
 def test_no_periodic_re_measure_at_one_call_at_a_time():
-    # Half of 2 is 1: a whole window at half speed. At a level of 2 or less it is skipped.
+    # 3/4 (or half) of 2 is 1: a whole window at half speed. At a level of 2 or less it is
+    # skipped.
     r = model.steady(2)
     assert r.clients[0].core.snapshot()["remeasures"] == 0
     assert r.throughput >= 0.97
@@ -572,8 +574,8 @@ def test_two_targets_keep_the_shared_queue_small():
     # A neighbour's accepted probe leaves one call queued; whoever holds more than half of the
     # calls in flight gives it up, and neither probes into a queue. Over seeds, as it is noisy
     # (holding up to 3/4 of it, the mean here was 1.0; probing again at once after an accepted
-    # probe, 0.66; accepting a probe with up to half a call of our own queue, 0.54; now
-    # 0.45-0.50, moving with any change of timing).
+    # probe, 0.66; accepting a probe with up to half a call of our own queue, 0.54; probing
+    # every 8 windows at most, 0.45-0.50; every 16, 0.42 - it moves with any change of timing).
     runs = [model.shared(8, second_at=15.0, seed=seed) for seed in range(1, 7)]
     assert sum(r.queue for r in runs) / len(runs) <= 0.55
     assert sum(min(r.shares) for r in runs) / len(runs) >= 0.42
