@@ -13,6 +13,7 @@ class Kind(str, enum.Enum):
     TRANSIENT = "transient"  # retry with backoff
     PERMANENT = "permanent"  # the record goes to the reject file
     CONFIG = "config"  # the run stops: a setting is wrong
+    FOREIGN = "foreign"  # not the CampaignAPI's answer (a gateway, WAF or proxy): see delivery
 
 
 @dataclass(frozen=True)
@@ -189,6 +190,7 @@ CAMPAIGN_ID_REQUIRED = 117
 NO_CHANGE = "<No Change>"
 CALLBACK_DATE_FORMAT = "%Y/%m/%d %H:%M"
 LEAD_ENDPOINTS = ("updateLeadFast", "insertLeadFast")
+EXTERNAL_ID_FIELD = "njExternalLeadId"
 API_PREFIX = "/servicemanager/rest/CampaignAPI/"
 
 

@@ -5,6 +5,14 @@ threads take due jobs in order, wait for a permit from the shared limiter, make 
 the round trip to the limiter and act on the answer through `policy.next_step`. Two jobs for the
 same lead are never in flight at once: a later one waits behind the earlier one, so it wins.
 Every job ends settled (delivered, or durably rejected) or the run stops (`DeliveryStopped`).
+
+A *foreign* answer (not the CampaignAPI's: a gateway's page, a WAF's block) may be the lead's
+fault (its content tripped a rule) or the way's (everything is blocked). The job is parked until
+the answers around it tell: an answer of the CampaignAPI settles every parked job as rejected
+(`foreign`); three foreign answers with none of the CampaignAPI's between them stop the run, the
+parked jobs unsettled. When nothing else is left to send, an update without a lead (answered 113
+by the CampaignAPI, and touching no lead) asks the way. Undocumented codes reject their lead; too
+many of them in one run mean the PBX speaks another API and stop it.
 """
 
 from __future__ import annotations
@@ -25,11 +33,16 @@ from target_noojee import codes
 from target_noojee.client import Outcome
 from target_noojee.codes import Kind
 from target_noojee.pacing import Limiter, Permit, Signal
-from target_noojee.policy import INSERT, Attempt, next_step
+from target_noojee.policy import INSERT, UPDATE, Attempt, next_step
 from target_noojee.rejects import JsonLinesFile, reject_entry
 from target_noojee.report import DELIVERED, REJECTED, RETRIED, RunStats
 
 LOGGER = logging.getLogger("target_noojee.delivery")
+
+FOREIGN = "foreign"  # the reject code of a lead whose own answer was not the CampaignAPI's
+FOREIGN_IN_A_ROW = 3  # foreign answers with no CampaignAPI answer between them: the run stops
+UNDOCUMENTED_PER_RUN = 20  # undocumented codes in one run: the run stops
+_ASK_PAUSE_S = 1.0  # between two questions to the way, when the first got a foreign answer
 
 
 class Sender(Protocol):
@@ -150,6 +163,9 @@ class Delivery:
         self._interrupted = False  # set from a signal handler: no lock may be taken there
         self._failure: DeliveryStopped | None = None
         self._threads: list[threading.Thread] = []
+        self._parked: list[tuple[Job, dict[str, str], Outcome]] = []  # foreign answers
+        self._foreign_in_a_row = 0
+        self._undocumented = 0
 
     # --- the main thread's side -------------------------------------------------------------
 
@@ -307,6 +323,8 @@ class Delivery:
         self._act(job, body, outcome)
 
     def _act(self, job: Job, body: dict[str, str], outcome: Outcome) -> None:
+        if outcome.campaign_api:
+            self._settle_parked(outcome)
         if outcome.maybe_applied and job.endpoint == INSERT and job.has_external_id:
             job.lost_insert = True
         attempt = Attempt(
@@ -331,11 +349,81 @@ class Delivery:
                 self._schedule(job, job.queued_at)
         elif step.action == "stop":
             self._fail(DeliveryStopped(_stop_message(outcome), setting=outcome.setting))
+        elif step.action == "foreign":
+            with self._cond:
+                self._parked.append((job, body, outcome))
+            self._count_foreign(outcome)
         else:
             code = outcome.code if outcome.code is not None else outcome.label
             self._write_reject(job, code, outcome.message, body, endpoint=job.endpoint)
             self._on_outcome(job, REJECTED, code)
             self._finish(job)
+            if outcome.undocumented:
+                self._count_undocumented(outcome)
+        self._ask_the_way_if_idle(job)
+
+    # --- answers that are not the CampaignAPI's ----------------------------------------------
+
+    def _count_foreign(self, outcome: Outcome) -> None:
+        with self._cond:
+            self._foreign_in_a_row += 1
+            in_a_row = self._foreign_in_a_row
+        if in_a_row >= FOREIGN_IN_A_ROW:
+            self._fail(
+                DeliveryStopped(
+                    f"the PBX could not be used: {in_a_row} answers in a row were not the "
+                    f"Noojee CampaignAPI's (last: {outcome.message}); something between this "
+                    "machine and the PBX (a gateway, WAF or proxy) answers instead. No lead was "
+                    "rejected for it: the next run sends them again"
+                )
+            )
+
+    def _count_undocumented(self, outcome: Outcome) -> None:
+        with self._cond:
+            self._undocumented += 1
+            count = self._undocumented
+        if count >= UNDOCUMENTED_PER_RUN:
+            self._fail(
+                DeliveryStopped(
+                    f"the PBX could not be used: {count} answers with codes the vendor does not "
+                    f"document (last: {outcome.message}); is it another version of the API?"
+                )
+            )
+
+    def _settle_parked(self, proof: Outcome) -> None:
+        """The CampaignAPI answers: each parked foreign answer was about its own lead."""
+        with self._cond:
+            self._foreign_in_a_row = 0
+            parked, self._parked = self._parked, []
+        for job, body, outcome in parked:
+            self._write_reject(job, FOREIGN, outcome.message, body, endpoint=job.endpoint)
+            self._on_outcome(job, REJECTED, FOREIGN)
+            self._finish(job)
+
+    def _ask_the_way_if_idle(self, job: Job) -> None:
+        """With only parked jobs left, one update without a lead tells the lead from the way."""
+        while True:
+            with self._cond:
+                idle = bool(self._parked) and not self._heap and self._sending <= 1
+                if not idle or self._stopping:
+                    return
+            permit = self._limiter.acquire(timeout=0.2)
+            if permit is None:
+                continue
+            outcome = self._sender.send_lead(UPDATE, job.ids, {})
+            self._limiter.release(permit, outcome.rtt_s, limiter_signal(outcome))
+            if outcome.campaign_api:
+                self._settle_parked(outcome)
+                return
+            if outcome.kind is Kind.FOREIGN:
+                self._count_foreign(outcome)
+                time.sleep(_ASK_PAUSE_S)
+                continue
+            with self._cond:  # the PBX does not answer at all: the parked jobs wait their turn
+                parked, self._parked = self._parked, []
+            for waiting, _body, _outcome in parked:
+                self._retry_later(waiting, outcome)
+            return
 
     def _retry_later(self, job: Job, outcome: Outcome) -> None:
         now = self._clock()

@@ -31,6 +31,7 @@ REQUIRED: dict[str, dict[str, type | tuple[type, ...]]] = {
     "RECORD": {"stream": str, "record": dict},
     "SCHEMA": {"stream": str, "schema": dict},
     "STATE": {"value": object},
+    "ACTIVATE_VERSION": {"stream": str, "version": int},
 }
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from target_noojee.cli_config import EXIT_CONFIG, config_arg
-from target_noojee.client import NoojeeClient
+from target_noojee.client import NoojeeClient, client_from_config
 from target_noojee.preflight import PreflightError, RetryBound, catalogue, fetch, pbx_host
 from target_noojee.settings import ConfigError
 
@@ -111,7 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     client: NoojeeClient | None = None
     try:
         host = pbx_host(base_url)
-        client = NoojeeClient(base_url, api_key, timeout_s=30.0, pool_size=1)
+        client = client_from_config(
+            {**config, "base_url": base_url, "api_key": api_key}, timeout_s=30.0, pool_size=1
+        )
         templates = pbx_tree(client, host, max(0.0, args.wait))
     except ConfigError as exc:
         print(f"noojee-list: {exc}", file=sys.stderr)

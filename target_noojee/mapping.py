@@ -38,9 +38,11 @@ Phones (the ``phone_fields``)
 njCallBackDate
   - Accepts a datetime (aware: converted to ``timezone``; naive: taken as local already), a date
     (00:00 local), an ISO-8601 string (offset, ``Z`` or none; date-only -> 00:00), or a string
-    already in ``yyyy/MM/dd HH:mm`` (checked, taken as local). Sent as ``yyyy/MM/dd HH:mm``;
-    seconds are truncated, not rounded. Anything else (numbers included: epoch seconds or
-    milliseconds is a guess) rejects the record.
+    already in ``yyyy/MM/dd HH:mm`` (checked, taken as local). "Local" is the zone of the lead's
+    contact hours: ``contact_hours_timezones[njContactHours]`` when the mapped njContactHours
+    names a profile there (exactly, spaces around it aside), else ``timezone``. Sent as
+    ``yyyy/MM/dd HH:mm``; seconds are truncated, not rounded. Anything else (numbers included:
+    epoch seconds or milliseconds is a guess) rejects the record.
 
 njPriority
   - An integer 0-100: an int, an integral float / Decimal, or a string of one (``"10"``,
@@ -98,6 +100,7 @@ EXTERNAL_ID = "njExternalLeadId"
 DISPOSITION = "njDisposition"
 CALLBACK_DATE = "njCallBackDate"
 PRIORITY = "njPriority"
+CONTACT_HOURS = "njContactHours"
 
 LeadValues = dict[str, str | None]  # lead field -> string value; None = missing in the source
 
@@ -268,6 +271,10 @@ class LeadMapper:
         )
         try:
             self._zone = zoneinfo.ZoneInfo(settings.timezone)
+            self._profile_zones = {
+                profile: zoneinfo.ZoneInfo(zone)
+                for profile, zone in settings.contact_hours_timezones.items()
+            }
         except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError) as exc:
             raise ConfigError(
                 "timezone", f"setting `timezone` is {settings.timezone!r}, not a known IANA zone"
@@ -280,7 +287,7 @@ class LeadMapper:
             if lead_field in phones:
                 convert = functools.partial(self._phone, lead_field)
             elif lead_field == CALLBACK_DATE:
-                convert = self._callback_date
+                convert = _text  # converted after the loop: its zone may hang on njContactHours
             elif lead_field == PRIORITY:
                 convert = self._priority
             else:
@@ -309,7 +316,7 @@ class LeadMapper:
             raise _Bad(f"unparseable phone number in {lead_field}: {_short(text)}")
         return digits
 
-    def _callback_date(self, value: Any) -> str | None:
+    def _callback_date(self, value: Any, zone: zoneinfo.ZoneInfo) -> str | None:
         if isinstance(value, str):
             text = value.strip()
             if not text or text == NO_CHANGE:
@@ -323,7 +330,7 @@ class LeadMapper:
             raise _Bad(f"unparseable {CALLBACK_DATE}: {_short(value)}")
         if when.tzinfo is not None and when.utcoffset() is not None:
             try:
-                when = when.astimezone(self._zone)
+                when = when.astimezone(zone)
             except (OverflowError, ValueError) as exc:
                 raise _Bad(f"unparseable {CALLBACK_DATE}: {_short(value)}") from exc
         return when.strftime(CALLBACK_DATE_FORMAT)
@@ -368,6 +375,7 @@ class LeadMapper:
         """Map, convert and check one record. Raises LocalRejection with every problem found."""
         values: LeadValues = {}
         problems: list[str] | None = None
+        callback: Any = None
         for lead_field, key, path, convert in self._plan:
             if path is None:
                 raw = record.get(key)
@@ -377,6 +385,10 @@ class LeadMapper:
                     raw = None
             if raw is None:
                 values[lead_field] = None
+                continue
+            if lead_field == CALLBACK_DATE:
+                callback = raw
+                values[lead_field] = None  # keeps the field's place; converted below
                 continue
             if convert is _text and type(raw) is str:  # the common case, inlined
                 stripped = raw.strip()
@@ -390,6 +402,14 @@ class LeadMapper:
                 problems.append(f"{lead_field}: {bad}" if convert is _text else str(bad))
                 values[lead_field] = _source_text(raw)
 
+        if callback is not None:
+            zone = self._profile_zones.get((values.get(CONTACT_HOURS) or "").strip(), self._zone)
+            try:
+                values[CALLBACK_DATE] = self._callback_date(callback, zone)
+            except _Bad as bad:
+                problems = problems or []
+                problems.append(str(bad))
+                values[CALLBACK_DATE] = _source_text(callback)
         if self._needs_external_id and values.get(EXTERNAL_ID) is None:
             problems = problems or []
             problems.append(f"missing {EXTERNAL_ID} (operation {self.operation} needs it)")

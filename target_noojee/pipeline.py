@@ -12,7 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from target_noojee.client import NoojeeClient
+from target_noojee.client import client_from_config
+from target_noojee.codes import lookup
 from target_noojee.delivery import Delivery, DeliveryStopped, Job, RetryPolicy
 from target_noojee.ledger import (
     DELIVERED,
@@ -108,9 +109,8 @@ class Pipeline:
         self.limiter = make_limiter(
             max_concurrency=max_concurrency, concurrency=config.get("concurrency")
         )
-        self.client = NoojeeClient(
-            str(config.get("base_url", "")),
-            str(config.get("api_key", "")),
+        self.client = client_from_config(
+            config,
             timeout_s=float(setting(config, "request_timeout_s")),
             pool_size=max_concurrency + 2,
         )
@@ -132,6 +132,8 @@ class Pipeline:
             self.client, config, should_stop=lambda: self.delivery.interrupted
         )
         self._seq = -1
+        self._reached = -1  # the last record number the pipeline took in
+        self._lanes: dict[str, Lane] = {}
         self._closed = False
         self._stop_progress = threading.Event()
         self._progress: threading.Thread | None = None
@@ -151,7 +153,9 @@ class Pipeline:
                 "(107) for leads never dialed; set fallback_disposition to send those anyway",
                 stream,
             )
-        return Lane(stream, settings, LeadMapper(settings), tuple(key_properties or ()))
+        lane = Lane(stream, settings, LeadMapper(settings), tuple(key_properties or ()))
+        self._lanes[stream] = lane
+        return lane
 
     def open_record(self) -> int:
         """A record arrived: number it and hold the watermark until its leads settle."""
@@ -168,7 +172,7 @@ class Pipeline:
 
     def accept(self, lane: Lane, record: Mapping[str, Any], invalid: str | None = None) -> None:
         """Map one record of a stream and hand its lead on; `invalid` rejects it locally."""
-        seq = self._seq
+        seq = self._reached = self._seq
         if seq % 50 == 49:
             self._check_reject_budget(final=False)
         self.watermark.hold(seq)
@@ -192,6 +196,16 @@ class Pipeline:
         self._start_progress()
         self.delivery.submit(job)
 
+    def reached(self, seq: int) -> bool:
+        """Whether record `seq` was taken in by `accept` (an error after that is ours)."""
+        return self._reached == seq
+
+    def reject_unread(self, stream: str, record: Any, reason: str) -> None:
+        """A record the SDK failed on before it reached us: rejected locally, the run goes on."""
+        lane = self._lanes.get(stream)
+        key = lane.record_key(record, None) if lane and isinstance(record, Mapping) else None
+        self._write_local_reject(stream, key, reason, {}, lane.ids if lane else None)
+
     def _consult_ledger(self, job: Job) -> bool:
         """Pick upsert's endpoint; True when the lead is unchanged since it last reached the PBX.
 
@@ -207,6 +221,8 @@ class Pipeline:
         return not self.delivery.is_pending(job.lead_key)
 
     def _remember(self, job: Job, outcome: str, code: int | str | None) -> None:
+        if outcome == REJECTED and not (isinstance(code, int) and lookup(code) is not None):
+            return  # a foreign answer or an undocumented code: send the lead again next run
         if job.external_id is not None and not self.dry_run:
             self.ledger.record(
                 job.ids["fCampaignId"], job.external_id, job.fingerprint, outcome, code
@@ -239,18 +255,21 @@ class Pipeline:
         )
 
     def _reject_local(self, lane: Lane, seq: int, key: Any, rejection: LocalRejection) -> None:
-        self.rejects.write(
-            reject_entry(
-                stream=lane.stream,
-                key=key,
-                code="local",
-                message=rejection.reason,
-                lead=rejection.lead,
-                ids=lane.ids,
-            )
-        )
-        self.stats.add(lane.stream, REJECTED, "local")
+        self._write_local_reject(lane.stream, key, rejection.reason, rejection.lead, lane.ids)
         self.watermark.release(seq)
+
+    def _write_local_reject(
+        self,
+        stream: str,
+        key: Any,
+        reason: str,
+        lead: Mapping[str, Any],
+        ids: Mapping[str, int] | None,
+    ) -> None:
+        self.rejects.write(
+            reject_entry(stream=stream, key=key, code="local", message=reason, lead=lead, ids=ids)
+        )
+        self.stats.add(stream, REJECTED, "local")
 
     def _write_dry_run(self, job: Job) -> None:
         body = job.render(job.endpoint, False)
@@ -269,12 +288,14 @@ class Pipeline:
     # --- the end of the run ---------------------------------------------------------------
 
     def finish(self) -> None:
-        """End of input: wait for every lead to settle (raises DeliveryStopped on failure)."""
-        try:
-            self.delivery.wait_settled()
-            self._check_reject_budget(final=True)
-        finally:
-            self.close()
+        """End of input: wait for every lead to settle (raises DeliveryStopped on failure).
+
+        On a failure or a signal the caller shuts down: calls in flight get their grace period
+        before the client is closed under them.
+        """
+        self.delivery.wait_settled()
+        self._check_reject_budget(final=True)
+        self.close()
 
     def _check_reject_budget(self, *, final: bool) -> None:
         """Stop when more than max_reject_ratio of the records so far were rejected."""

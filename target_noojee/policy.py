@@ -3,7 +3,10 @@
 This is the README's "behaviour per response code" as code:
 - 0: delivered.
 - transient (103, 109, HTTP 5xx/429, connection errors, timeouts): retry with backoff.
-- configuration (113, 115, 116, 117, HTTP 401/403/404): the run stops, naming the setting.
+- configuration (113, 115, 116, 117, HTTP 401/403/404, a certificate that fails verification):
+  the run stops, naming the setting.
+- a foreign answer (HTTP below 500 whose body is not the CampaignAPI's JSON with a code): delivery
+  decides, from the answers around it, whether the lead or the way to the PBX is at fault.
 - 101 on update: upsert inserts instead; update mode rejects.
 - 112 on insert: upsert updates instead, and so does any insert after an attempt whose reply was
   lost (the lost attempt created the lead); insert mode rejects otherwise.
@@ -41,7 +44,7 @@ class Attempt:
 class Step:
     """The decision: one of deliver / retry / resend / reject / stop."""
 
-    action: str  # "delivered" | "retry" | "resend" | "reject" | "stop"
+    action: str  # "delivered" | "retry" | "resend" | "reject" | "stop" | "foreign"
     endpoint: str | None = None  # for resend
     use_fallback_disposition: bool = False  # for resend after 107
 
@@ -50,6 +53,7 @@ DELIVERED = Step("delivered")
 RETRY = Step("retry")
 REJECT = Step("reject")
 STOP = Step("stop")
+FOREIGN = Step("foreign")
 
 
 def next_step(attempt: Attempt, outcome: Outcome) -> Step:
@@ -60,6 +64,8 @@ def next_step(attempt: Attempt, outcome: Outcome) -> Step:
         return RETRY
     if outcome.kind is Kind.CONFIG:
         return STOP
+    if outcome.kind is Kind.FOREIGN:
+        return FOREIGN
     code = outcome.code
     if code == codes.COULDNT_FIND_THE_LEAD and attempt.operation == "upsert":
         return Step("resend", endpoint=INSERT)

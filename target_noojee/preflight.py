@@ -138,11 +138,7 @@ def _sleep(seconds: float, should_stop: Callable[[], bool] | None) -> None:
 def _refusal(outcome: Outcome, host: str, what: str) -> Exception:
     """The error for an answer that retrying cannot change."""
     if outcome.setting == "api_key":
-        return ConfigError(
-            "api_key",
-            f"the PBX at {host} refused the API key (HTTP {outcome.http_status}): "
-            "check setting `api_key`",
-        )
+        return ConfigError("api_key", f"the PBX at {host}: {outcome.message}")
     if outcome.http_status == 404:
         # Whatever the body says: the list endpoints exist on every CampaignAPI.
         return ConfigError(
@@ -152,6 +148,8 @@ def _refusal(outcome: Outcome, host: str, what: str) -> Exception:
         )
     if outcome.setting == "base_url":
         return ConfigError("base_url", f"setting `base_url` (PBX at {host}): {outcome.message}")
+    if outcome.setting is not None and not outcome.answered:
+        return ConfigError(outcome.setting, f"the PBX at {host}: {outcome.message}")
     if outcome.setting is not None:
         return ConfigError(
             outcome.setting,

@@ -33,7 +33,7 @@ import jsonschema
 import phonenumbers
 from jsonschema.validators import validator_for
 
-from target_noojee.codes import NO_CHANGE
+from target_noojee.codes import EXTERNAL_ID_FIELD, NO_CHANGE
 
 LEAD_SETTINGS = (
     "template_id",
@@ -47,9 +47,9 @@ LEAD_SETTINGS = (
     "allow_duplicates",
     "fallback_disposition",
     "lead_schema",
+    "contact_hours_timezones",
 )
 OPERATIONS = ("update", "insert", "upsert")
-EXTERNAL_ID_FIELD = "njExternalLeadId"
 
 
 class ConfigError(Exception):
@@ -82,6 +82,10 @@ class LeadSettings:
     allow_duplicates: bool = False
     fallback_disposition: str | None = None
     lead_schema: Mapping[str, Any] | None = field(default=None, hash=False)
+    # njContactHours profile -> IANA zone of its njCallBackDate (others: `timezone`)
+    contact_hours_timezones: Mapping[str, str] = field(
+        default_factory=lambda: MappingProxyType({}), hash=False
+    )
 
 
 def _short(value: Any, limit: int = 60) -> str:
@@ -211,18 +215,44 @@ def _resolve_region(r: _Resolver) -> str:
     return region
 
 
+def known_zone(value: Any) -> bool:
+    """Whether `value` names an IANA time zone this machine knows."""
+    if not isinstance(value, str) or not value.strip():
+        return False
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+        return False
+    return True
+
+
 def _resolve_timezone(r: _Resolver) -> str:
     value, where = r.get("timezone")
     if value is None:
         return "Australia/Melbourne"
-    if isinstance(value, str) and value.strip():
-        try:
-            zoneinfo.ZoneInfo(value)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
-            pass
-        else:
-            return value
+    if known_zone(value):
+        return str(value)
     raise r.fail(where, f"is {_short(value)}, not a known IANA zone such as 'Australia/Melbourne'")
+
+
+def _resolve_contact_hours_zones(r: _Resolver) -> Mapping[str, str]:
+    value, where = r.get("contact_hours_timezones")
+    if value is None:
+        return MappingProxyType({})
+    if not isinstance(value, Mapping):
+        raise r.fail(where, "must be an object: contact-hours profile name -> IANA zone")
+    zones: dict[str, str] = {}
+    for profile, zone in value.items():
+        if not isinstance(profile, str) or not profile.strip():
+            raise r.fail(where, f"has an empty profile name {_short(profile)}")
+        if not known_zone(zone):
+            raise r.fail(
+                where,
+                f"maps profile {profile!r} to {_short(zone)}, not a known IANA zone such as "
+                "'Australia/Perth'",
+            )
+        zones[profile.strip()] = str(zone)
+    return MappingProxyType(zones)
 
 
 def _resolve_lead_schema(r: _Resolver) -> Mapping[str, Any] | None:
@@ -291,4 +321,5 @@ def resolve_stream_settings(config: Mapping[str, Any], stream_name: str) -> Lead
         allow_duplicates=allow_duplicates,
         fallback_disposition=fallback,
         lead_schema=lead_schema,
+        contact_hours_timezones=_resolve_contact_hours_zones(r),
     )

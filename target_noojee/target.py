@@ -6,6 +6,8 @@ import logging
 import os
 import signal
 import sys
+import time
+from collections.abc import Mapping
 from types import FrameType
 from typing import IO, Any
 
@@ -13,6 +15,7 @@ from jsonschema import ValidationError
 from singer_sdk import Target
 from singer_sdk import typing as th
 from singer_sdk.exceptions import ConfigValidationError, RecordsWithoutSchemaException
+from singer_sdk.singerlib.exceptions import InvalidInputLine
 
 from target_noojee.cli_config import EXIT_CONFIG, EXIT_FAILED
 from target_noojee.delivery import DeliveryStopped, Interrupted
@@ -24,6 +27,21 @@ from target_noojee.sinks import NoojeeSink
 LOGGER = logging.getLogger("target_noojee")
 
 EXIT_INPUT = 3  # the input is not valid Singer
+SAME_STOP_REQUEST_S = 2.0  # a second signal this soon after the first is the same request
+
+# SDK built-ins this target cannot honour: set to anything but their default, the run stops.
+INERT_BUILTINS = {
+    "load_method": (
+        "append-only",
+        "this target updates and inserts leads one by one: choose that with `operation` "
+        "(update, insert, upsert)",
+    ),
+    "batch_size_rows": (
+        None,
+        "leads are sent one call each as records arrive, paced to the PBX: "
+        "`max_concurrency` / `concurrency` set how many are in flight",
+    ),
+}
 
 _ID = th.IntegerType(minimum=1)
 
@@ -85,6 +103,12 @@ def _lead_properties() -> list[th.Property]:
             "lead_schema",
             th.ObjectType(additional_properties=True),
             description="JSON Schema every mapped lead must satisfy (on top of built-in checks).",
+        ),
+        th.Property(
+            "contact_hours_timezones",
+            th.ObjectType(additional_properties=th.StringType),
+            description="Contact-hours profile name -> IANA zone: a lead whose njContactHours "
+            "names one has its njCallBackDate in that zone (others use timezone).",
         ),
     ]
 
@@ -187,6 +211,18 @@ def _config_schema() -> dict[str, Any]:
             "response code) at the end of the run; unset: no file.",
         ),
         th.Property(
+            "ca_bundle",
+            th.StringType,
+            description="PEM file of the CAs to trust for an https:// PBX (wins over "
+            "REQUESTS_CA_BUNDLE; default: the system's CAs).",
+        ),
+        th.Property(
+            "tls_verify",
+            th.BooleanType,
+            default=True,
+            description="Check the PBX's TLS certificate; false logs a warning at start.",
+        ),
+        th.Property(
             "dry_run",
             th.BooleanType,
             default=False,
@@ -211,6 +247,19 @@ class StoppedBySignal(Exception):
         self.signum = signum
 
 
+# Failures that are not about one record's data: they stop the run as before.
+_NOT_THE_RECORDS_FAULT = (
+    ConfigError,
+    InputError,
+    InvalidInputLine,
+    RecordsWithoutSchemaException,
+    DeliveryStopped,
+    Interrupted,
+    Terminated,
+    StoppedBySignal,
+)
+
+
 class TargetNoojee(Target):
     """Loads records into Noojee Contact leads, paced to the PBX, STATE only when settled."""
 
@@ -221,8 +270,10 @@ class TargetNoojee(Target):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._stop_signal: int | None = None
+        self._stop_at = 0.0
         self.pipeline: Pipeline
         super().__init__(*args, **kwargs)
+        refuse_inert_builtins(self.config)
         self.pipeline = Pipeline(self.config)
         if isinstance(self.message_reader, NumberedReader):
             self.message_reader.should_stop = self._stop_requested
@@ -242,6 +293,14 @@ class TargetNoojee(Target):
         seq = self.pipeline.open_record()
         try:
             super()._process_record_message(message_dict)
+        except _NOT_THE_RECORDS_FAULT:
+            raise
+        except Exception as exc:  # the SDK failed on this record (a stream map, a parser ...)
+            if self.pipeline.reached(seq):
+                raise  # our own code failed after the record reached it: a bug, not the data
+            self.pipeline.reject_unread(
+                message_dict["stream"], message_dict["record"], _one_line(exc)
+            )
         finally:
             self.pipeline.close_record(seq)
 
@@ -278,18 +337,49 @@ class TargetNoojee(Target):
         return self._stop_signal is not None
 
     def _handle_termination(self, signum: int, frame: FrameType | None) -> None:
-        """First signal: stop intake and shut down cleanly. Second: exit at once."""
+        """First signal: stop intake and shut down cleanly. A later one: exit at once.
+
+        Ctrl+C under `meltano run` sends SIGINT to the process group and Meltano then sends
+        SIGTERM: a second signal within SAME_STOP_REQUEST_S of the first is that same request.
+        """
         if self._stop_signal is not None:
+            if time.monotonic() - self._stop_at < SAME_STOP_REQUEST_S:
+                return
+
             # Never cut a STATE line in half: wait (briefly) for the watermark's lock.
             self.pipeline.watermark.lock.acquire(timeout=2)
             LOGGER.error("second signal: exiting now; unsettled records get no STATE")
             os._exit(128 + signum)
         self._stop_signal = signum
-        LOGGER.warning("signal %d: no more input is read; finishing calls in flight", signum)
+        self._stop_at = time.monotonic()
+        LOGGER.warning(
+            "signal %d: no more input is read; finishing calls in flight (a signal again "
+            "after %g s exits at once)",
+            signum,
+            SAME_STOP_REQUEST_S,
+        )
         self.pipeline.delivery.interrupt()
         if isinstance(self.message_reader, NumberedReader) and self.message_reader.waiting:
             raise Terminated
         # Otherwise the reader or the delivery window notices the request at its next step.
+
+
+def _one_line(exc: Exception) -> str:
+    """What went wrong with a record, in one line of at most 160 characters."""
+    text = " ".join(str(exc).split()) or "no details"
+    if len(text) > 120:
+        text = text[:117] + "..."
+    return f"the record could not be read ({type(exc).__name__}: {text})"
+
+
+def refuse_inert_builtins(config: Mapping[str, Any]) -> None:
+    """An SDK built-in that would do nothing here stops the run rather than pass unnoticed."""
+    for name, (default, instead) in INERT_BUILTINS.items():
+        value = config.get(name)
+        if value is not None and str(getattr(value, "value", value)) != str(default):
+            raise ConfigError(
+                name, f"setting `{name}` is {value!r}, which target-noojee does not use: {instead}"
+            )
 
 
 def _config_errors_line(config: dict[str, Any]) -> str:

@@ -506,3 +506,40 @@ def test_lead_schema_declared_draft() -> None:
     }
     m = mapper(operation="insert", lead_schema=draft4)
     assert "Name" in rejection(m, record(name="Annabel")).reason
+
+
+# ---------------------------------------------------------------------- contact-hours zones
+
+PERTH_MAPPING = {**MAPPING, "njContactHours": "hours"}
+
+
+@pytest.mark.parametrize(
+    ("hours", "raw", "sent"),
+    [
+        ("Perth", "2026-11-24T01:30:00Z", "2026/11/24 09:30"),  # AWST, no daylight saving
+        (" Perth ", "2026-11-24T01:30:00Z", "2026/11/24 09:30"),
+        ("Perth", "2026-11-24T12:00:00+11:00", "2026/11/24 09:00"),
+        ("Perth", "2026/11/24 09:30", "2026/11/24 09:30"),  # local to the profile already
+        ("Default", "2026-11-24T01:30:00Z", "2026/11/24 12:30"),  # another profile: timezone
+        (None, "2026-11-24T01:30:00Z", "2026/11/24 12:30"),
+        ("perth", "2026-11-24T01:30:00Z", "2026/11/24 12:30"),  # profile names are exact
+    ],
+)
+def test_callback_date_is_in_the_zone_of_the_leads_contact_hours(
+    hours: str | None, raw: str, sent: str
+) -> None:
+    m = mapper(PERTH_MAPPING, contact_hours_timezones={"Perth": "Australia/Perth"})
+    assert m.values(record(callback=raw, hours=hours))["njCallBackDate"] == sent
+
+
+def test_callback_date_without_contact_hours_mapped_uses_timezone() -> None:
+    m = mapper(MAPPING, contact_hours_timezones={"Perth": "Australia/Perth"})
+    assert m.values(record(callback="2026-11-24T01:30:00Z"))["njCallBackDate"] == (
+        "2026/11/24 12:30"
+    )
+
+
+def test_unparseable_callback_date_still_rejects_with_contact_hours() -> None:
+    m = mapper(PERTH_MAPPING, contact_hours_timezones={"Perth": "Australia/Perth"})
+    reason = rejection(m, record(callback="next tuesday", hours="Perth")).reason
+    assert "njCallBackDate" in reason

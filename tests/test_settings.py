@@ -295,3 +295,26 @@ def test_no_secret_in_any_message() -> None:
     cfg = config(mapping={SECRET: "id"}, operation="update")
     err = config_error(cfg)
     assert err.setting == "mapping"
+
+
+def test_contact_hours_timezones_are_checked_and_replaced_whole_per_stream() -> None:
+    top = {"Perth": "Australia/Perth", "Brisbane": "Australia/Brisbane"}
+    s = resolve_stream_settings(config(contact_hours_timezones=top), "contacts")
+    assert dict(s.contact_hours_timezones) == top
+    cfg = config(
+        contact_hours_timezones=top,
+        streams={"wa": {"contact_hours_timezones": {"Darwin": "Australia/Darwin"}}},
+    )
+    assert dict(resolve_stream_settings(cfg, "wa").contact_hours_timezones) == {
+        "Darwin": "Australia/Darwin"
+    }
+    assert resolve_stream_settings(config(), "contacts").contact_hours_timezones == {}
+
+
+@pytest.mark.parametrize(
+    "bad", [{"Perth": "Australia/Pert"}, {"Perth": ""}, {"": "Australia/Perth"}, ["Perth"]]
+)
+def test_unknown_contact_hours_zone_names_the_setting(bad: Any) -> None:
+    err = config_error(config(contact_hours_timezones=bad))
+    assert err.setting == "contact_hours_timezones"
+    assert "contact_hours_timezones" in str(err)

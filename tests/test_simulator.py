@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,7 +12,8 @@ import requests
 from target_noojee import codes
 from target_noojee.simulator import Simulator
 
-from simfixtures import API_KEY, PREFIX, Api, running_sim, two_template_fixture
+from simfixtures import API_KEY, PREFIX, Api, code_of, running_sim, two_template_fixture
+from tlsfixtures import make_self_signed_cert, trust_cert
 
 PHONE = "0412345678"
 
@@ -450,3 +452,82 @@ def test_chunked_body_keeps_the_connection_in_step(sim: Simulator, api: Api) -> 
     r = api.session.post(sim.url + PREFIX + "insertLeadFast", params=api.params(), data=chunks())
     assert_code(r, 0)
     assert_code(api.insert(lead("CH2", FirstPhone="0455555555")), 0)
+
+
+# -- early builds: njExternalLeadId in the query string ---------------------------------------
+
+
+def test_id_in_query_ignores_the_body_id() -> None:
+    with running_sim(fixture=two_template_fixture(), id_in_query=True) as s:
+        api = Api(s)
+        update = {"FirstPhone": "0411000009", "njDisposition": "Sale"}
+        assert_code(api.update({**update, "njExternalLeadId": "DIALED"}), 113)  # body only
+        # a body id that differs from the query's is not used: the query's lead is updated
+        r = api.update({**update, "njExternalLeadId": "FRESH"}, njExternalLeadId="DIALED")
+        assert_code(r, 0)
+        dialed, fresh = s.lead(41, "DIALED"), s.lead(41, "FRESH")
+        assert dialed is not None and dialed["writes"] == 1 and dialed["disposition"] == "Sale"
+        assert dialed["fields"]["FirstPhone"] == "0411000009"
+        assert fresh is not None and fresh["writes"] == 0
+        assert_code(api.update(update, njExternalLeadId="NOPE"), 101)
+        assert_code(api.insert(lead("Q1")), 0)  # insertLeadFast still reads the body
+        state = api.session.get(s.url + "/__admin/state", params={"apiKey": API_KEY}).json()
+        assert state["id_in_query"] is True
+        api.close()
+
+
+def test_without_id_in_query_the_query_id_is_ignored(sim: Simulator, api: Api) -> None:
+    update = {"FirstPhone": "0411000009", "njDisposition": "Sale"}
+    assert_code(api.update(update, njExternalLeadId="DIALED"), 113)
+    assert_code(api.update({**update, "njExternalLeadId": "FRESH"}, njExternalLeadId="DIALED"), 0)
+    fresh, dialed = sim.lead(41, "FRESH"), sim.lead(41, "DIALED")
+    assert fresh is not None and fresh["writes"] == 1
+    assert dialed is not None and dialed["writes"] == 0
+
+
+def test_id_in_query_by_admin_control(sim: Simulator, api: Api) -> None:
+    control = sim.url + "/__admin/control"
+    assert (
+        api.session.post(control, params={"apiKey": API_KEY}, json={"id_in_query": 1}).status_code
+        == 400
+    )
+    r = api.session.post(control, params={"apiKey": API_KEY}, json={"id_in_query": True})
+    assert r.status_code == 200
+    update = {"FirstPhone": "0411000009", "njDisposition": "Sale", "njExternalLeadId": "DIALED"}
+    assert_code(api.update(update), 113)
+    sim.set_id_in_query(False)
+    assert_code(api.update(update), 0)
+    assert sim.state(include_leads=False)["id_in_query"] is False
+
+
+# -- TLS --------------------------------------------------------------------------------------
+
+
+def test_tls_serves_https_with_the_given_cert(tmp_path: Path) -> None:
+    cert, key = make_self_signed_cert(tmp_path)
+    with running_sim(tls_cert=cert, tls_key=str(key)) as s:
+        assert s.url == f"https://127.0.0.1:{s.port}"
+        api = Api(s)
+        trust_cert(api.session, cert)
+        r = api.get("getCampaignTemplateList")
+        assert r.status_code == 200 and r.json()["code"] == 0
+        assert code_of(api.insert(lead())) == 0 and s.lead(41, "A1") is not None
+        with pytest.raises(requests.exceptions.SSLError):
+            requests.get(
+                s.url + PREFIX + "getCampaignTemplateList",
+                params={"apiKey": API_KEY},
+                verify=True,
+                timeout=5,
+            )
+        assert api.get("getCampaignTemplateList").status_code == 200
+        api.close()
+
+
+def test_tls_needs_cert_and_key_together(tmp_path: Path) -> None:
+    cert, key = make_self_signed_cert(tmp_path)
+    with pytest.raises(ValueError, match="together"):
+        Simulator(api_key=API_KEY, tls_cert=cert)
+    with pytest.raises(ValueError, match="together"):
+        Simulator(api_key=API_KEY, tls_key=key)
+    with pytest.raises(OSError):
+        Simulator(api_key=API_KEY, tls_cert=tmp_path / "missing.pem", tls_key=key)

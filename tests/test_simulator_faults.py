@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import socket
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -10,6 +12,7 @@ import requests
 from target_noojee.simulator import Simulator
 
 from simfixtures import API_KEY, Api, code_of, running_sim
+from tlsfixtures import make_self_signed_cert, trust_cert
 
 LEAD = {"njExternalLeadId": "F1", "FirstPhone": "0412000001"}
 
@@ -232,3 +235,66 @@ def test_stop_leaves_no_thread_or_socket_behind() -> None:
         time.sleep(0.02)
     assert set(threading.enumerate()) - before == set()
     api.close()
+
+
+# -- the same over TLS ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tls_files(tmp_path: Path) -> tuple[Path, Path]:
+    return make_self_signed_cert(tmp_path)
+
+
+@pytest.mark.parametrize("mode", ["refuse", "reset"])
+def test_outage_over_tls_then_back(tls_files: tuple[Path, Path], mode: str) -> None:
+    cert, key = tls_files
+    with running_sim(tls_cert=cert, tls_key=key) as sim:
+        api = Api(sim)
+        trust_cert(api.session, cert)
+        assert code_of(api.insert(LEAD)) == 0
+        sim.set_outage(mode)
+        with pytest.raises(requests.ConnectionError):
+            api.insert({**LEAD, "njExternalLeadId": "F2"})
+        sim.set_outage(None)
+        assert wait_until_up(api).status_code == 200  # re-opened and wrapped again
+        assert code_of(api.insert({**LEAD, "njExternalLeadId": "F3", "FirstPhone": "0499"})) == 0
+        assert sim.url.startswith("https://")
+        api.close()
+
+
+def test_failed_handshakes_print_nothing(
+    tls_files: tuple[Path, Path], capfd: pytest.CaptureFixture[str]
+) -> None:
+    cert, key = tls_files
+    with running_sim(tls_cert=cert, tls_key=key) as sim:
+        plain = sim.url.replace("https://", "http://")
+        with pytest.raises(requests.ConnectionError):
+            requests.get(plain + "/__admin/state", params={"apiKey": API_KEY}, timeout=5)
+        untrusting = requests.Session()
+        untrusting.trust_env = False
+        with pytest.raises(requests.exceptions.SSLError):
+            untrusting.get(sim.url + "/__admin/state", params={"apiKey": API_KEY}, timeout=5)
+        with socket.create_connection(("127.0.0.1", sim.port), timeout=5) as raw:
+            raw.sendall(b"\x16\x03\x01\x00\x05hello")  # a broken ClientHello
+            raw.recv(1024)
+        api = Api(sim)
+        trust_cert(api.session, cert)
+        assert api.get("getCampaignTemplateList").status_code == 200
+        api.close()
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""
+
+
+def test_a_silent_tls_client_blocks_no_one(tls_files: tuple[Path, Path]) -> None:
+    cert, key = tls_files
+    with running_sim(tls_cert=cert, tls_key=key) as sim:
+        silent = socket.create_connection(("127.0.0.1", sim.port), timeout=5)  # never says hello
+        api = Api(sim)
+        trust_cert(api.session, cert)
+        t0 = time.monotonic()
+        assert api.get("getCampaignTemplateList").status_code == 200
+        assert time.monotonic() - t0 < 2
+        api.close()
+        t0 = time.monotonic()
+    assert time.monotonic() - t0 < 1.5  # stop cut the silent client's handshake short
+    silent.close()

@@ -352,3 +352,43 @@ def test_manual_import_window_pauses_then_delivers(sim: Simulator, tmp_path: Pat
     assert len(sim.leads(campaign_id=41)) == 10 and result.rejects == []
     assert time.monotonic() - started >= 2.0
     assert result.states == [{"bookmarks": {"contacts": {"n": 10}}}]
+
+
+def test_sdk_builtins_that_would_do_nothing_stop_the_run(sim: Simulator, tmp_path: Path) -> None:
+    for name, value, hint in (
+        ("load_method", "overwrite", "operation"),
+        ("load_method", "upsert", "operation"),
+        ("batch_size_rows", 500, "max_concurrency"),
+    ):
+        config = base_config(sim, tmp_path, **{name: value})
+        result = run_target(config, [schema_msg(), record_msg(lead(1))], tmp_path)
+        assert result.returncode == 2, (name, value)
+        assert f"`{name}`" in result.stderr and hint in result.stderr
+        assert "Traceback" not in result.stderr
+        assert sim.lead_calls == 0
+    default = base_config(sim, tmp_path, load_method="append-only")
+    assert run_target(default, [schema_msg(), record_msg(lead(1))], tmp_path).returncode == 0
+
+
+def test_malformed_activate_version_and_state_messages_name_the_line(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    schema = json.dumps(schema_msg())
+    for bad, expected in (
+        (
+            '{"type": "ACTIVATE_VERSION", "stream": "contacts"}',
+            "needs `version`",
+        ),
+        ('{"type": "ACTIVATE_VERSION", "version": 3}', "needs `stream`"),
+        (
+            '{"type": "ACTIVATE_VERSION", "stream": "contacts", "version": "three"}',
+            "`version`",
+        ),
+        ('{"type": "STATE", "valu": {}}', "needs `value`"),
+    ):
+        result = run_target(base_config(sim, tmp_path), f"{schema}\n{bad}\n", tmp_path)
+        assert result.returncode == 3, bad
+        assert "line 2" in result.stderr and expected in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
+    good = f'{schema}\n{{"type": "ACTIVATE_VERSION", "stream": "contacts", "version": 3}}\n'
+    assert run_target(base_config(sim, tmp_path), good, tmp_path).returncode == 0

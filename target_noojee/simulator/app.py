@@ -2,27 +2,36 @@
 
 A lead call goes through these steps (the first that applies decides the reply):
 
-1. apiKey missing or wrong -> HTTP 401 (counted under code 401).
-2. A manual import is running -> 109 at once, without taking a slot: the real PBX fails lead calls
+1. A gateway is set (`set_gateway`) and the raw body contains its ``match`` (any body when None)
+   -> its status, Content-Type and exact body at once, whatever the apiKey: no slot, the store
+   untouched; counted in ``gateway_answers`` only (not in `code_counts` nor `lead_calls`).
+   With ``lists`` it answers the list endpoints too.
+2. apiKey missing or wrong -> HTTP 401 (counted under code 401).
+3. A manual import is running -> 109 at once, without taking a slot: the real PBX fails lead calls
    during an import; 109 (back off and retry) is the code a client must treat that way.
-3. Wait for a slot in FIFO order; still queued after ``queue_timeout_s`` -> 109, not processed.
-4. Holding the slot: an import that started meanwhile -> 109; otherwise sleep the service time
+4. Wait for a slot in FIFO order; still queued after ``queue_timeout_s`` -> 109, not processed.
+5. Holding the slot: an import that started meanwhile -> 109; otherwise sleep the service time
    (``service_ms`` + ``service_growth_ms_per_1000`` per 1000 leads held).
-5. ``fault_rate``: 103 EXCEPTION (HTTP 500), the lead untouched.
-6. Validate and apply the call (`state.LeadStore`; its docstring gives the order of the codes).
-7. The slot is released; with probability ``drop_rate`` a committed call (code 0) loses its reply:
+6. ``fault_rate``: 103 EXCEPTION (HTTP 500), the lead untouched.
+7. Validate and apply the call (`state.LeadStore`; its docstring gives the order of the codes).
+   With ``id_in_query`` (an early PBX build) updateLeadFast takes njExternalLeadId from the query
+   string only: the body's own is dropped and the query's, if any, put in its place (none: 113).
+8. The slot is released; with probability ``drop_rate`` a committed call (code 0) loses its reply:
    the connection closes with no response.
 
 Outages act on connections: "refuse" closes the listening socket (re-opened on the same port when
 the outage ends) and drops open connections; "reset" accepts and resets every connection. List
 endpoints use no slot and no fault, and are not counted in `code_counts` (only lead calls and every
-401 are). `reset_stats` clears the counts, the peak, the queue integral and the problems.
+401 are). `reset_stats` clears the counts, the peak, the queue integral, the problems and
+``gateway_answers``. With ``tls_cert`` and ``tls_key`` the server speaks HTTPS (`url` says so);
+outages work the same over TLS.
 """
 
 from __future__ import annotations
 
 import hmac
 import random
+import ssl
 import threading
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -32,8 +41,9 @@ from typing import Any
 from target_noojee import codes
 from target_noojee.simulator.capacity import Capacity
 from target_noojee.simulator.fixture import Fixture, coerce_fixture
-from target_noojee.simulator.server import INVALID_BODY, PBXServer, Reply
-from target_noojee.simulator.state import LeadStore
+from target_noojee.simulator.gateway import DEFAULT_CONTENT_TYPE, Gateway
+from target_noojee.simulator.server import INVALID_BODY, PBXServer, RawReply, Reply
+from target_noojee.simulator.state import EXTERNAL_ID, LeadStore
 
 OUTAGE_MODES = ("refuse", "reset")
 MAX_PROBLEMS = 10_000
@@ -47,6 +57,25 @@ def _message(code: int) -> Reply:
 
 def _parse_id(value: str | None) -> int | None:
     return int(value) if value is not None and value.isdigit() else None
+
+
+def _id_from_query(body: dict[str, Any], query: Mapping[str, str]) -> dict[str, Any]:
+    """The body an early build sees: njExternalLeadId from the query string, never the body's."""
+    seen = {k: v for k, v in body.items() if k != EXTERNAL_ID}
+    if EXTERNAL_ID in query:
+        seen[EXTERNAL_ID] = query[EXTERNAL_ID]
+    return seen
+
+
+def _tls_context(cert: str | Path | None, key: str | Path | None) -> ssl.SSLContext | None:
+    """A server-side TLS context for the cert chain and key (both or neither)."""
+    if (cert is None) != (key is None):
+        raise ValueError("tls_cert and tls_key must be given together")
+    if cert is None or key is None:
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(str(cert), str(key))
+    return context
 
 
 class Simulator:
@@ -66,9 +95,15 @@ class Simulator:
         *,
         port: int = 0,
         host: str = "127.0.0.1",
+        id_in_query: bool = False,
+        tls_cert: str | Path | None = None,
+        tls_key: str | Path | None = None,
     ) -> None:
         if not api_key:
             raise ValueError("api_key must not be empty")
+        self._tls = _tls_context(tls_cert, tls_key)
+        self._id_in_query = bool(id_in_query)
+        self._gateway: Gateway | None = None
         self._api_key = api_key.encode()
         self.fixture = coerce_fixture(fixture)
         self._store = LeadStore(self.fixture)
@@ -86,6 +121,7 @@ class Simulator:
         self._lead_calls = 0
         self._list_calls = 0
         self._dropped = 0
+        self._gateway_answers = 0
         self._problems: list[str] = []
 
         self._lock = threading.RLock()  # guards the server's life cycle and outage switching
@@ -106,7 +142,7 @@ class Simulator:
             if self._stopped:
                 raise RuntimeError("a stopped Simulator cannot be restarted")
             if self._server is None:
-                self._server = PBXServer(self._address, self)
+                self._server = PBXServer(self._address, self, self._tls)
                 self._address = (self._address[0], self._server.server_port)
                 self._serve()
         return self
@@ -146,8 +182,9 @@ class Simulator:
 
     @property
     def url(self) -> str:
-        """Base URL, e.g. ``http://127.0.0.1:8080``."""
-        return f"http://{self._address[0]}:{self.port}"
+        """Base URL, e.g. ``http://127.0.0.1:8080`` (``https://`` with TLS)."""
+        scheme = "https" if self._tls is not None else "http"
+        return f"{scheme}://{self._address[0]}:{self.port}"
 
     def _serve(self) -> None:
         assert self._server is not None
@@ -201,6 +238,11 @@ class Simulator:
         return self._dropped
 
     @property
+    def gateway_answers(self) -> int:
+        """Calls answered by the gateway instead of the PBX."""
+        return self._gateway_answers
+
+    @property
     def peak_in_service(self) -> int:
         """Most lead calls in service at once."""
         return self._capacity.peak_in_service
@@ -226,12 +268,13 @@ class Simulator:
             return list(self._problems)
 
     def reset_stats(self) -> None:
-        """Clear counts, peak, queue integral and problems (the leads stay)."""
+        """Clear counts, peak, queue integral, problems and gateway answers (the leads stay)."""
         with self._stats_lock:
             self._counts.clear()
             self._lead_calls = 0
             self._list_calls = 0
             self._dropped = 0
+            self._gateway_answers = 0
             self._problems.clear()
         self._capacity.reset_stats()
 
@@ -300,6 +343,33 @@ class Simulator:
         """Probability that a committed lead call loses its reply."""
         self._drop_rate = _rate(p)
 
+    def set_id_in_query(self, on: bool) -> None:
+        """Model the early build whose updateLeadFast reads njExternalLeadId from the query only."""
+        self._id_in_query = bool(on)
+
+    def set_gateway(
+        self,
+        status: int,
+        body: str | None = None,
+        content_type: str = DEFAULT_CONTENT_TYPE,
+        match: str | None = None,
+        count: int | None = None,
+        lists: bool = False,
+    ) -> None:
+        """Answer lead calls (list calls too with `lists`) as a gateway in front of the PBX.
+
+        Body None: a WAF page echoing the request URL, apiKey included; `count`: answers, then off.
+        """
+        self._install_gateway(Gateway(status, body, content_type, match, count, lists))
+
+    def clear_gateway(self) -> None:
+        """Let every call through to the PBX again."""
+        self._install_gateway(None)
+
+    def _install_gateway(self, gateway: Gateway | None) -> None:
+        with self._stats_lock:
+            self._gateway = gateway
+
     def add_dnc(self, number: str) -> None:
         """Put a number on the Do Not Call list."""
         self._store.add_dnc(number)
@@ -330,6 +400,20 @@ class Simulator:
         with self._stats_lock:
             self._counts[401] += 1
 
+    def gateway_answer(
+        self, method: str, path: str, query: dict[str, str], raw: bytes
+    ) -> RawReply | None:
+        """The gateway's answer to an API call, or None to let it through to the PBX."""
+        if self._gateway is None:
+            return None
+        with self._stats_lock:
+            gateway = self._gateway
+            if gateway is None or not gateway.applies(method in codes.LEAD_ENDPOINTS, raw):
+                return None
+            self._gateway = gateway.used()
+            self._gateway_answers += 1
+        return gateway.answer(path, query)
+
     def lead_call(self, method: str, query: dict[str, str], body: Any) -> Reply | None:
         """insertLeadFast / updateLeadFast through capacity and faults; None: drop the reply."""
         with self._stats_lock:
@@ -346,6 +430,8 @@ class Simulator:
                 return self._finish(codes.EXCEPTION)
             if body is INVALID_BODY:
                 body = None
+            elif method == "updateLeadFast" and self._id_in_query and isinstance(body, dict):
+                body = _id_from_query(body, query)
             store = self._store
             outcome = (store.insert if method == "insertLeadFast" else store.update)(query, body)
         finally:
@@ -398,12 +484,14 @@ class Simulator:
         with self._stats_lock:
             counts = {str(k): v for k, v in sorted(self._counts.items())}
             problems = list(self._problems)
+            gateway = self._gateway
         data: dict[str, Any] = {
             "lead_count": len(self._store),
             "code_counts": counts,
             "lead_calls": self._lead_calls,
             "list_calls": self._list_calls,
             "dropped": self._dropped,
+            "gateway_answers": self._gateway_answers,
             "peak_in_service": self.peak_in_service,
             "in_service": self.in_service,
             "queue_length": self.queue_length,
@@ -417,6 +505,8 @@ class Simulator:
             "drop_rate": self._drop_rate,
             "outage": self._outage,
             "import": self._import,
+            "id_in_query": self._id_in_query,
+            "gateway": None if gateway is None else gateway.as_dict(),
         }
         if include_leads:
             data["leads"] = self._store.leads(campaign_id)
@@ -449,6 +539,11 @@ class Simulator:
         parsed_edits = [
             (int(e["campaign_id"]), str(e["external_id"]), bool(e["on"])) for e in edits
         ]
+        id_in_query = body.get("id_in_query")
+        if "id_in_query" in body and not isinstance(id_in_query, bool):
+            raise TypeError("id_in_query must be true or false")
+        gateway = body.get("gateway")
+        parsed_gateway = None if gateway is None else Gateway.from_json(gateway)
 
         if body.get("reset_stats"):
             self.reset_stats()
@@ -464,6 +559,10 @@ class Simulator:
             self.set_fault_rate(float(body["fault_rate"]))
         if "drop_rate" in body:
             self.set_drop_rate(float(body["drop_rate"]))
+        if "id_in_query" in body:
+            self.set_id_in_query(bool(id_in_query))
+        if "gateway" in body:
+            self._install_gateway(parsed_gateway)
         for key, action in (("dnc_add", self.add_dnc), ("dnc_remove", self.remove_dnc)):
             value = body.get(key)
             for number in [value] if isinstance(value, str) else list(value or []):
@@ -502,6 +601,8 @@ _CONTROL_KEYS = frozenset(
         "dnc_add",
         "dnc_remove",
         "reset_stats",
+        "id_in_query",
+        "gateway",
     }
 )
 

@@ -1,8 +1,10 @@
 """`noojee-sim`: run the simulator as a process until SIGINT or SIGTERM.
 
 Prints exactly one line to stdout once it accepts connections:
-``noojee-sim listening on http://127.0.0.1:<port>``. The API key comes from ``--api-key`` or the
-``NOOJEE_SIM_API_KEY`` environment variable and is never printed.
+``noojee-sim listening on http://127.0.0.1:<port>`` (``https://`` with ``--tls-cert`` and
+``--tls-key``, which go together). The API key comes from ``--api-key`` or the
+``NOOJEE_SIM_API_KEY`` environment variable and is never printed. ``--id-in-query`` models the
+early PBX build whose updateLeadFast reads njExternalLeadId from the query string only.
 """
 
 from __future__ import annotations
@@ -50,6 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--fixture", help="JSON fixture file (default: the built-in template 41)")
     p.add_argument("--seed", type=int, default=None, help="seed of the fault generator")
+    p.add_argument(
+        "--id-in-query",
+        action="store_true",
+        help="early build: updateLeadFast reads njExternalLeadId from the query string only",
+    )
+    p.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with this PEM cert chain")
+    p.add_argument("--tls-key", metavar="FILE", help="the PEM private key of --tls-cert")
     return p
 
 
@@ -59,6 +68,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     api_key = args.api_key or os.environ.get(API_KEY_ENV)
     if not api_key:
         print(f"noojee-sim: an API key is required (--api-key or ${API_KEY_ENV})", file=sys.stderr)
+        return 2
+    if (args.tls_cert is None) != (args.tls_key is None):
+        print("noojee-sim: --tls-cert and --tls-key go together", file=sys.stderr)
         return 2
     try:
         fixture = Fixture.load(args.fixture) if args.fixture else None
@@ -73,6 +85,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             seed=args.seed,
             service_growth_ms_per_1000=args.service_growth_ms_per_1000,
             port=args.port,
+            id_in_query=args.id_in_query,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
         )
     except (OSError, ValueError) as exc:
         print(f"noojee-sim: {exc}", file=sys.stderr)

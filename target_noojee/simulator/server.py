@@ -6,7 +6,13 @@ Content-Length so HTTP/1.1 keep-alive works and Nagle never delays them. Nothing
 request (a logged URL would leak the apiKey).
 
 Route errors: unknown path -> 404; a missing or wrong apiKey -> 401 (before the verb is looked at);
-a wrong verb -> 405. All bodies are JSON ``{"code": ..., "message": ...}``.
+a wrong verb -> 405. All bodies are JSON ``{"code": ..., "message": ...}``, except a gateway's
+answer (`RawReply`, sent as given): the backend is asked for one before the apiKey and the verb
+are checked, on the API routes only (never on the admin routes).
+
+With an `ssl.SSLContext` the listening socket is wrapped (again after a re-open); each connection's
+TLS handshake runs in its handler thread, so a slow or failing client blocks no one else, and a
+failed handshake just closes that connection.
 """
 
 from __future__ import annotations
@@ -15,10 +21,12 @@ import contextlib
 import json
 import socket
 import socketserver
+import ssl
 import struct
 import sys
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
@@ -30,7 +38,18 @@ LIST_ENDPOINTS = ("getCampaignTemplateList", "getCampaignList", "getAllocationLi
 ADMIN_STATE = "/__admin/state"
 ADMIN_CONTROL = "/__admin/control"
 
+HANDSHAKE_TIMEOUT_S = 10.0
+
 Reply = tuple[int, dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class RawReply:
+    """A reply that is not the CampaignAPI's JSON: status, Content-Type ("" for none) and bytes."""
+
+    status: int
+    content_type: str
+    body: bytes
 
 
 class Backend(Protocol):
@@ -39,6 +58,10 @@ class Backend(Protocol):
     def authorized(self, query: dict[str, str]) -> bool: ...
 
     def count_unauthorized(self) -> None: ...
+
+    def gateway_answer(
+        self, method: str, path: str, query: dict[str, str], raw: bytes
+    ) -> RawReply | None: ...
 
     def lead_call(self, method: str, query: dict[str, str], body: Any) -> Reply | None: ...
 
@@ -76,6 +99,20 @@ class Handler(BaseHTTPRequestHandler):
     def setup(self) -> None:
         super().setup()
         self.server.track(self.connection)
+        self.tls_failed = False
+        if isinstance(self.connection, ssl.SSLSocket):
+            self.connection.settimeout(HANDSHAKE_TIMEOUT_S)
+            try:
+                self.connection.do_handshake()
+            except (OSError, ValueError):  # ssl.SSLError is an OSError
+                self.tls_failed = True
+                self.close_connection = True
+                return
+            self.connection.settimeout(self.timeout)
+
+    def handle(self) -> None:
+        if not self.tls_failed:
+            super().handle()
 
     def finish(self) -> None:
         try:
@@ -120,6 +157,10 @@ class Handler(BaseHTTPRequestHandler):
                 expected = "GET"
             else:
                 self._reply((404, {"code": 404, "message": "NOT_FOUND"}))
+                return
+            foreign = backend.gateway_answer(method, path, query, raw)
+            if foreign is not None:
+                self._reply(foreign)
                 return
         elif path == ADMIN_STATE:
             method, expected = path, "GET"
@@ -180,9 +221,16 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return b""
 
-    def _reply(self, reply: Reply) -> None:
-        status, payload = reply
-        body = json.dumps(payload, separators=(",", ":")).encode()
+    def _reply(self, reply: Reply | RawReply) -> None:
+        if isinstance(reply, RawReply):
+            self._send(reply.status, reply.content_type, reply.body)
+        else:
+            status, payload = reply
+            self._send(
+                status, "application/json", json.dumps(payload, separators=(",", ":")).encode()
+            )
+
+    def _send(self, status: int, content_type: str, body: bytes) -> None:
         try:
             phrase = HTTPStatus(status).phrase
         except ValueError:
@@ -190,8 +238,8 @@ class Handler(BaseHTTPRequestHandler):
         head = (
             f"HTTP/1.1 {status} {phrase}\r\n"
             f"Server: noojee-sim\r\n"
-            f"Content-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n"
+            + (f"Content-Type: {content_type}\r\n" if content_type else "")
+            + f"Content-Length: {len(body)}\r\n"
         )
         if self.close_connection:
             head += "Connection: close\r\n"
@@ -209,14 +257,20 @@ def _parse_json(raw: bytes) -> Any:
 
 
 class PBXServer(ThreadingHTTPServer):
-    """A threaded HTTP/1.1 server that can drop, reset and re-open its connections."""
+    """A threaded HTTP/1.1 (or HTTPS) server that can drop, reset and re-open its connections."""
 
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 1024
 
-    def __init__(self, address: tuple[str, int], backend: Backend) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        backend: Backend,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self.backend = backend
+        self.ssl_context = ssl_context
         self.outage: str | None = None
         self._connections: set[socket.socket] = set()
         self._idle = threading.Condition()
@@ -228,6 +282,13 @@ class PBXServer(ThreadingHTTPServer):
         host, port = self.server_address[:2]
         self.server_name = str(host)
         self.server_port = int(port)
+
+    def server_activate(self) -> None:
+        super().server_activate()
+        if self.ssl_context is not None:
+            self.socket = self.ssl_context.wrap_socket(
+                self.socket, server_side=True, do_handshake_on_connect=False
+            )
 
     def reopen(self) -> None:
         """Listen again on the same address after `socket.close()` (end of a refuse outage)."""
@@ -271,7 +332,9 @@ class PBXServer(ThreadingHTTPServer):
             conns = list(self._connections)
         for conn in conns:
             with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
+                # the plain socket's shutdown: SSLSocket.shutdown would drop its TLS state under
+                # a handler thread that may be using it
+                socket.socket.shutdown(conn, socket.SHUT_RDWR)
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until no handler is running; False if some still run after `timeout` seconds."""

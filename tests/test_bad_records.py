@@ -1,0 +1,159 @@
+"""One bad record never stops a run: whatever the SDK cannot read is rejected with its reason."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from target_noojee.simulator import Simulator
+
+from conftest import API_KEY, base_config, record_msg, run_target, state_msg
+
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string"},
+        "name": {"type": ["string", "null"]},
+        "phone": {"type": ["string", "null"]},
+        "callback": {"type": ["string", "null"], "format": "date-time"},
+        "birthday": {"type": ["string", "null"], "format": "date"},
+        "priority": {"type": ["integer", "null"]},
+        "score": {"type": ["number", "null"]},
+        "vip": {"type": ["boolean", "null"]},
+        "address": {"type": ["object", "null"], "properties": {"city": {"type": "string"}}},
+        "tags": {"type": ["array", "null"], "items": {"type": "string"}},
+    },
+}
+MAPPING = {
+    "njExternalLeadId": "id",
+    "Name": "name",
+    "FirstPhone": "phone",
+    "njCallBackDate": "callback",
+    "njPriority": "priority",
+    "City": "address.city",
+    "Email": "tags",
+}
+FIELDS = [f for f in SCHEMA["properties"] if f != "id"]
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=30)
+    | st.sampled_from(["next tuesday", "2026-13-45T99:00:00", "", "<No Change>", "0412345678"]),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+records = st.lists(
+    st.fixed_dictionaries({}, optional={f: json_values for f in FIELDS}), min_size=1, max_size=8
+)
+
+
+def schema_message() -> dict[str, Any]:
+    return {"type": "SCHEMA", "stream": "people", "schema": SCHEMA, "key_properties": ["id"]}
+
+
+def config(sim: Simulator, tmp_path: Path) -> dict[str, Any]:
+    return base_config(
+        sim,
+        tmp_path,
+        mapping=MAPPING,
+        fallback_disposition="Call Back",
+        report_file=str(tmp_path / "report.json"),
+    )
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(batch=records)
+def test_any_json_value_in_any_field_ends_delivered_or_rejected(
+    sim: Simulator, tmp_path_factory: Any, batch: list[dict[str, Any]]
+) -> None:
+    tmp_path = tmp_path_factory.mktemp("run")
+    messages: list[dict[str, Any]] = [schema_message()]
+    for i, fields in enumerate(batch):
+        messages.append(record_msg({"id": f"P{i}", **fields}, "people"))
+    messages.append(state_msg(len(batch)))
+    result = run_target(config(sim, tmp_path), messages, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.states == [state_msg(len(batch))["value"]]
+    report = json.loads((tmp_path / "report.json").read_text())
+    settled = report["streams"]["people"]
+    delivered, rejected = settled["delivered"] + settled["unchanged"], settled["rejected"]
+    assert delivered + rejected == len(batch), settled
+    rejected_keys = {r["key"] for r in result.rejects}
+    assert len(rejected_keys) == rejected
+    for r in result.rejects:
+        assert r["message"] and "\n" not in r["message"]
+
+
+def test_an_unparseable_date_time_is_rejected_naming_the_field(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    messages = [
+        schema_message(),
+        record_msg({"id": "A", "phone": "0411111111", "callback": "next tuesday"}, "people"),
+        record_msg(
+            {"id": "B", "phone": "0422222222", "callback": "2026-11-24T01:30:00Z"}, "people"
+        ),
+        record_msg({"id": "C", "phone": "0433333333", "birthday": "31/02/1990"}, "people"),
+        state_msg(3),
+    ]
+    result = run_target(config(sim, tmp_path), messages, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    reasons = {r["key"]: r["message"] for r in result.rejects}
+    assert set(reasons) == {"A", "C"}
+    assert "`callback`" in reasons["A"] and "`birthday`" in reasons["C"]
+    assert sim.lead(41, "B")["callback_date"] == "2026/11/24 12:30"
+    assert result.states == [state_msg(3)["value"]]
+
+
+def test_a_value_of_the_wrong_type_is_rejected_naming_the_field(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    messages = [
+        schema_message(),
+        record_msg({"id": "A", "phone": "0411111111", "priority": "high"}, "people"),
+        record_msg({"id": "B", "phone": 412345678, "address": {"city": 7}}, "people"),
+        record_msg({"id": "C", "phone": "0433333333"}, "people"),
+    ]
+    result = run_target(config(sim, tmp_path), messages, tmp_path)
+    assert result.returncode == 0, result.stderr
+    reasons = {r["key"]: r["message"] for r in result.rejects}
+    assert set(reasons) == {"A", "B"}
+    assert "`priority`" in reasons["A"]
+    assert "`phone`" in reasons["B"] or "`address.city`" in reasons["B"]
+    assert sim.lead(41, "C") is not None
+
+
+def test_a_stream_map_that_fails_on_one_record_rejects_only_that_record(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    cfg = config(sim, tmp_path)
+    cfg["stream_maps"] = {"people": {"name": "name + ' (' + phone + ')'"}}
+    messages = [
+        schema_message(),
+        record_msg({"id": "A", "name": "Ann", "phone": None}, "people"),  # None + str fails
+        record_msg({"id": "B", "name": "Bob", "phone": "0422222222"}, "people"),
+        state_msg(2),
+    ]
+    result = run_target(cfg, messages, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert [r["key"] for r in result.rejects] == ["A"]
+    assert result.rejects[0]["code"] == "local"
+    assert sim.lead(41, "B")["fields"]["Name"] == "Bob (0422222222)"
+    assert result.states == [state_msg(2)["value"]]
+    assert API_KEY not in json.dumps(result.rejects)
