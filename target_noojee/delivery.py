@@ -35,7 +35,7 @@ from target_noojee.codes import Kind
 from target_noojee.pacing import Limiter, Permit, Signal
 from target_noojee.policy import INSERT, UPDATE, Attempt, next_step
 from target_noojee.rejects import JsonLinesFile, reject_entry
-from target_noojee.report import DELIVERED, REJECTED, RETRIED, RunStats
+from target_noojee.report import CLOSE_UNKNOWN, DELIVERED, REJECTED, RETRIED, RunStats
 
 LOGGER = logging.getLogger("target_noojee.delivery")
 
@@ -96,6 +96,11 @@ class Job:
     waits: Iterator[float] | None = field(default=None, repr=False)
     external_id: str | None = None
     fingerprint: str = ""  # of the mapped lead, for the ledger
+    delivered_as: str = DELIVERED  # what a 0 counts as: delivered, closed, reopened ...
+    redelivery: bool = False  # a reject sent again (README "Re-delivering rejects")
+    version: int | None = None  # the full-table version its record belongs to
+    reason: str = ""  # why a close closes: deleted, close_field, not in version N
+    last_body: dict[str, str] | None = field(default=None, repr=False)  # as last sent
 
 
 @dataclass(frozen=True)
@@ -323,6 +328,7 @@ class Delivery:
         self._act(job, body, outcome)
 
     def _act(self, job: Job, body: dict[str, str], outcome: Outcome) -> None:
+        job.last_body = body
         if outcome.campaign_api:
             self._settle_parked(outcome)
         if outcome.maybe_applied and job.endpoint == INSERT and job.has_external_id:
@@ -336,8 +342,12 @@ class Delivery:
         )
         step = next_step(attempt, outcome)
         if step.action == "delivered":
-            self._on_outcome(job, DELIVERED, outcome.code)
-            self._stats.add(job.stream, DELIVERED, outcome.label)
+            self._on_outcome(job, job.delivered_as, outcome.code)
+            self._stats.add(job.stream, job.delivered_as, outcome.label)
+            self._finish(job)
+        elif step.action == "close_unknown":
+            self._on_outcome(job, CLOSE_UNKNOWN, outcome.code)
+            self._stats.add(job.stream, CLOSE_UNKNOWN, outcome.label)
             self._finish(job)
         elif step.action == "retry":
             self._stats.add(job.stream, RETRIED, outcome.label)
@@ -348,7 +358,8 @@ class Delivery:
             with self._cond:
                 self._schedule(job, job.queued_at)
         elif step.action == "stop":
-            self._fail(DeliveryStopped(_stop_message(outcome), setting=outcome.setting))
+            setting = step.setting or outcome.setting
+            self._fail(DeliveryStopped(_stop_message(outcome, setting), setting=setting))
         elif step.action == "foreign":
             with self._cond:
                 self._parked.append((job, body, outcome))
@@ -501,6 +512,6 @@ class Delivery:
             raise self._failure
 
 
-def _stop_message(outcome: Outcome) -> str:
-    setting = f"; check the setting `{outcome.setting}`" if outcome.setting else ""
-    return f"the PBX answered {outcome.message}{setting}"
+def _stop_message(outcome: Outcome, setting: str | None) -> str:
+    check = f"; check the setting `{setting}`" if setting else ""
+    return f"the PBX answered {outcome.message}{check}"

@@ -13,21 +13,33 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from target_noojee.client import client_from_config
-from target_noojee.codes import lookup
+from target_noojee.codes import EXTERNAL_ID_FIELD, NO_CHANGE, lookup
 from target_noojee.delivery import Delivery, DeliveryStopped, Job, RetryPolicy
 from target_noojee.ledger import (
+    CLOSED_OUTCOMES,
     DELIVERED,
+    LOCAL,
+    Entry,
     Ledger,
     default_ledger_path,
     fingerprint,
     pbx_identity,
 )
-from target_noojee.mapping import LeadMapper, LeadValues, LocalRejection
+from target_noojee.lifecycle import Close, Lifecycle, NotABoolean, Refusal, guard_refuses, is_true
+from target_noojee.mapping import DISPOSITION, LeadMapper, LeadValues, LocalRejection, extract
 from target_noojee.pacing import make_limiter
-from target_noojee.policy import INSERT, UPDATE
+from target_noojee.policy import CLOSE, INSERT, UPDATE
 from target_noojee.preflight import Preflight
-from target_noojee.rejects import JsonLinesFile, reject_entry
-from target_noojee.report import DRY_RUN, REJECTED, UNCHANGED, RunStats
+from target_noojee.rejects import JsonLinesFile, reject_entry, resolve_lines
+from target_noojee.report import (
+    CLOSED,
+    DRY_RUN,
+    REDELIVERED,
+    REJECTED,
+    REOPENED,
+    UNCHANGED,
+    RunStats,
+)
 from target_noojee.settings import LeadSettings, resolve_stream_settings
 from target_noojee.watermark import Watermark
 
@@ -48,6 +60,10 @@ REJECT_BUDGET_MIN_RECORDS = 100  # the reject budget stops a run early only afte
 
 class RejectBudgetExceeded(DeliveryStopped):
     """More than max_reject_ratio of the run's records were rejected."""
+
+
+class ClosesRefused(DeliveryStopped):
+    """The guard refused a stream's closes (more than max_close_ratio of its open leads)."""
 
 
 def setting(config: Mapping[str, Any], name: str) -> Any:
@@ -134,6 +150,12 @@ class Pipeline:
         self._seq = -1
         self._reached = -1  # the last record number the pipeline took in
         self._lanes: dict[str, Lane] = {}
+        self.lifecycle = Lifecycle(self.ledger)
+        self._incoming: tuple[bool, int | None] = (False, None)  # (soft-deleted, version)
+        self._warned_deletes: set[str] = set()
+        self._redelivering: set[int] = set()  # campaigns whose due rejects were sent
+        self._resolved: set[tuple[int, str]] = set()  # re-delivered rejects that landed
+        self._refusals: list[Refusal] = []
         self._closed = False
         self._stop_progress = threading.Event()
         self._progress: threading.Thread | None = None
@@ -155,6 +177,7 @@ class Pipeline:
             )
         lane = Lane(stream, settings, LeadMapper(settings), tuple(key_properties or ()))
         self._lanes[stream] = lane
+        self._redeliver(lane)
         return lane
 
     def open_record(self) -> int:
@@ -170,31 +193,279 @@ class Pipeline:
         """A STATE arrived: it goes out once everything before it is settled."""
         self.watermark.add_state(state)
 
+    def incoming(self, *, deleted: bool, version: int | None) -> None:
+        """What the next record's message says beyond its record: a soft delete, a version."""
+        self._incoming = (deleted, version)
+
     def accept(self, lane: Lane, record: Mapping[str, Any], invalid: str | None = None) -> None:
         """Map one record of a stream and hand its lead on; `invalid` rejects it locally."""
         seq = self._reached = self._seq
         if seq % 50 == 49:
             self._check_reject_budget(final=False)
         self.watermark.hold(seq)
+        deleted, message_version = self._incoming
+        settings = lane.settings
+        version = None
+        if settings.mirror:
+            version = self.lifecycle.record_version(lane.stream, message_version)
         values: LeadValues | None = None
         try:
             if invalid is not None:
                 raise LocalRejection(invalid, {})
             values = lane.mapper.values(record)
+            closing = self._close_reason(lane, record, deleted)
         except LocalRejection as rejection:
-            self._reject_local(lane, seq, lane.record_key(record, values), rejection)
+            external_id = rejection.lead.get(EXTERNAL_ID_FIELD) or (values or {}).get(
+                EXTERNAL_ID_FIELD
+            )
+            self.lifecycle.seen(settings.campaign_id, lane.stream, version, external_id)
+            key = lane.record_key(record, values)
+            self._reject_local(lane, seq, key, rejection, external_id=external_id)
             return
+        external_id = values.get(EXTERNAL_ID_FIELD)
+        self.lifecycle.seen(settings.campaign_id, lane.stream, version, external_id)
+        if closing is not None:
+            self._plan_close(lane, seq, lane.record_key(record, values), external_id, closing)
+            return
+        if deleted:
+            self._skip_delete(lane, seq)
+            return
+        if external_id:
+            superseded = self.lifecycle.unplan(lane.stream, external_id)
+            if superseded is not None:
+                self.watermark.release(superseded.seq)  # a later record of the lead wins
         job = self._job(lane, seq, record, values)
-        if self._consult_ledger(job):
+        job.version = version
+        entry = self._entry(job)
+        if entry is not None and entry.closed:
+            try:
+                self._reopen(lane, job, values, entry)
+            except LocalRejection as rejection:
+                self._reject_local(lane, seq, job.key, rejection, external_id=external_id)
+                return
+        elif self._unchanged(job, entry):
             self.stats.add(lane.stream, UNCHANGED)
             self.watermark.release(seq)
             return
+        self._send(lane, job)
+
+    def _send(self, lane: Lane, job: Job, action: str | None = None) -> None:
         if self.dry_run:
-            self._write_dry_run(job)
+            self._write_dry_run(job, action)
             return
         self.preflight.check([(lane.stream, lane.settings)])  # calls the PBX once per ids
         self._start_progress()
         self.delivery.submit(job)
+
+    def filtered(self, stream: str, record: Any) -> None:
+        """A record a stream map filtered out: its row still exists in the source (mirror)."""
+        lane = self._lanes.get(stream)
+        if lane is None or not lane.settings.mirror or not isinstance(record, Mapping):
+            return
+        _deleted, message_version = self._incoming
+        version = self.lifecycle.record_version(stream, message_version)
+        path = lane.settings.mapping.get(EXTERNAL_ID_FIELD)
+        if path is not None:
+            external_id = extract(record, path)
+            self.lifecycle.seen(lane.settings.campaign_id, stream, version, external_id)
+
+    def activate_version(self, streams: Sequence[str], version: int) -> None:
+        """An ACTIVATE_VERSION for the streams a tap stream maps to."""
+        for stream in streams:
+            lane = self._lanes.get(stream)
+            if lane is None or not lane.settings.mirror:
+                continue
+            seq = self.watermark.open_record()
+            complete, replaced = self.lifecycle.activate_version(stream, version, seq)
+            if replaced is not None:
+                self.watermark.release(replaced)
+            if not complete:
+                self.watermark.release(seq)
+
+    # --- closing and reopening ---------------------------------------------------------------
+
+    def _close_reason(self, lane: Lane, record: Mapping[str, Any], deleted: bool) -> str | None:
+        settings = lane.settings
+        if settings.close_disposition is None:
+            return None
+        if deleted:
+            return "deleted"
+        if settings.close_field is not None:
+            try:
+                if is_true(extract(record, settings.close_field)):
+                    return "close_field"
+            except NotABoolean as exc:
+                raise LocalRejection(
+                    f"close_field `{settings.close_field}` is {exc}: expected true/yes/y/1 or "
+                    "false/no/n/0/empty",
+                    {},
+                ) from None
+        return None
+
+    def _plan_close(
+        self, lane: Lane, seq: int, key: Any, external_id: str | None, reason: str
+    ) -> None:
+        if not external_id:
+            self._reject_local(
+                lane, seq, key, LocalRejection("cannot close a lead without njExternalLeadId")
+            )
+            return
+        entry = self.ledger.get(lane.settings.campaign_id, external_id)
+        if entry is not None and entry.closed and not self.full_resend:
+            self.stats.add(lane.stream, UNCHANGED)  # closed already: no call
+            self.watermark.release(seq)
+            return
+        replaced = self.lifecycle.plan(Close(lane.stream, external_id, reason, seq, key))
+        if replaced is not None:
+            self.watermark.release(replaced.seq)
+
+    def _skip_delete(self, lane: Lane, seq: int) -> None:
+        if lane.stream not in self._warned_deletes:
+            self._warned_deletes.add(lane.stream)
+            LOGGER.warning(
+                "stream %r: records deleted at the source are not sent and their leads are not "
+                "closed: set close_disposition to close them",
+                lane.stream,
+            )
+        self.stats.add(lane.stream, UNCHANGED)
+        self.watermark.release(seq)
+
+    def _reopen(self, lane: Lane, job: Job, values: LeadValues, entry: Entry) -> None:
+        """A closed lead comes back open: it needs a disposition that opens it."""
+        reopen = lane.settings.reopen_disposition
+        if values.get(DISPOSITION) is None:
+            if reopen is None:
+                raise LocalRejection(
+                    "the lead was closed and its record is open again: map njDisposition or "
+                    "set reopen_disposition to reopen it",
+                    lane.mapper.render(values, UPDATE),
+                )
+            job.render = lambda endpoint, _fallback: lane.mapper.render(
+                {**values, DISPOSITION: reopen}, endpoint
+            )
+        job.delivered_as = REOPENED
+
+    def _close_job(self, lane: Lane, close: Close) -> Job:
+        settings = lane.settings
+        body = {f: NO_CHANGE for f in settings.mapping if f != DISPOSITION}
+        body[EXTERNAL_ID_FIELD] = close.external_id
+        body[DISPOSITION] = str(settings.close_disposition)
+        return Job(
+            seq=close.seq,
+            stream=lane.stream,
+            key=close.key,
+            lead_key=(settings.campaign_id, close.external_id),
+            ids=lane.ids,
+            operation=CLOSE,
+            endpoint=UPDATE,
+            render=lambda _endpoint, _fallback: dict(body),
+            has_external_id=True,
+            external_id=close.external_id,
+            fingerprint=CLOSED,
+            delivered_as=CLOSED,
+            reason=close.reason,
+        )
+
+    def _send_closes(self) -> None:
+        """End of input: every stream's planned and mirror closes, unless the guard refuses."""
+        end_seq = self.watermark.open_record()  # holds mirror closes decided only now
+        try:
+            for stream in self.lifecycle.streams():
+                lane = self._lanes.get(stream)
+                if lane is not None:
+                    self._close_stream(lane, end_seq)
+        finally:
+            self.watermark.release(end_seq)
+
+    def _close_stream(self, lane: Lane, end_seq: int) -> None:
+        settings = lane.settings
+        closes = self.lifecycle.planned(lane.stream)
+        held: int | None = None
+        if settings.mirror:
+            mirrored, held = self.lifecycle.mirror_closes(
+                lane.stream, settings.campaign_id, end_seq
+            )
+            closes = closes + mirrored
+        refused = False
+        if closes:
+            open_leads = len(self.ledger.open_leads(settings.campaign_id, lane.stream))
+            refused = guard_refuses(len(closes), open_leads, settings.max_close_ratio)
+        if refused:
+            refusal = Refusal(lane.stream, len(closes), open_leads, settings.max_close_ratio)
+            LOGGER.error("%s%s", "dry run: " if self.dry_run else "", refusal.message())
+            if not self.dry_run:
+                self._refusals.append(refusal)  # their records stay unsettled: no STATE passes
+                return
+        for close in closes:
+            if close.seq in (held, end_seq):
+                self.watermark.hold(close.seq)
+            job = self._close_job(lane, close)
+            if refused:
+                self._write_dry_run(job, "close", refused=True)
+            else:
+                self._send(lane, job, "close")
+        if held is not None and held != end_seq:
+            self.watermark.release(held)  # the ACTIVATE_VERSION's own hold
+
+    # --- re-delivery -----------------------------------------------------------------------
+
+    def _redeliver(self, lane: Lane) -> None:
+        """At a stream's start: send again the rejects of its campaign whose wait is over."""
+        settings = lane.settings
+        if not settings.redeliver_after_s or settings.campaign_id in self._redelivering:
+            return
+        self._redelivering.add(settings.campaign_id)
+        due = self.ledger.due_rejects(
+            settings.campaign_id, settings.redeliver_after_s, settings.max_redeliveries
+        )
+        if not due:
+            return
+        LOGGER.info(
+            "stream %r: re-delivering %d rejected lead(s) whose wait is over", lane.stream, len(due)
+        )
+        for reject in due:
+            entry = {
+                "stream": reject.stream or lane.stream,
+                "key": reject.external_id,
+                "lead": reject.lead,
+                "ids": reject.ids,
+                "endpoint": reject.endpoint,
+                "fingerprint": reject.fingerprint,
+            }
+            job = self.reject_job(entry, settings.fallback_disposition)
+            job.operation = settings.operation
+            job.delivered_as = REDELIVERED
+            job.redelivery = True
+            self._send(lane, job, "redeliver")
+
+    def reject_job(self, entry: Mapping[str, Any], fallback: str | None) -> Job:
+        """A job that sends a reject line's lead again, exactly as it was sent."""
+        lead = {str(k): str(v) for k, v in dict(entry.get("lead") or {}).items()}
+        ids = {str(k): int(v) for k, v in dict(entry.get("ids") or {}).items()}
+
+        def render(endpoint: str, use_fallback: bool) -> dict[str, str]:
+            # The body as sent; an insert never carries <No Change> (an update keeps fields so).
+            body = {k: v for k, v in lead.items() if endpoint != INSERT or v != NO_CHANGE}
+            if use_fallback and fallback:
+                body[DISPOSITION] = fallback
+            return body
+
+        external_id = lead.get(EXTERNAL_ID_FIELD) or None
+        seq = self.open_record()
+        return Job(
+            seq=seq,
+            stream=str(entry.get("stream")),
+            key=entry.get("key"),
+            lead_key=(ids.get("fCampaignId"), external_id) if external_id else ("record", seq),
+            ids=ids,
+            operation="upsert",
+            endpoint=str(entry.get("endpoint") or INSERT),
+            render=render,
+            has_fallback_disposition=bool(fallback),
+            has_external_id=bool(external_id),
+            external_id=external_id,
+            fingerprint=str(entry.get("fingerprint") or ""),
+        )
 
     def reached(self, seq: int) -> bool:
         """Whether record `seq` was taken in by `accept` (an error after that is ours)."""
@@ -206,16 +477,17 @@ class Pipeline:
         key = lane.record_key(record, None) if lane and isinstance(record, Mapping) else None
         self._write_local_reject(stream, key, reason, {}, lane.ids if lane else None)
 
-    def _consult_ledger(self, job: Job) -> bool:
-        """Pick upsert's endpoint; True when the lead is unchanged since it last reached the PBX.
-
-        Unchanged means: the ledger holds this very lead, and nothing for it is on its way.
-        """
+    def _entry(self, job: Job) -> Entry | None:
+        """The ledger's row of the lead; picks upsert's endpoint (a known lead: one update)."""
         if job.external_id is None:
-            return False
+            return None
         entry = self.ledger.get(job.ids["fCampaignId"], job.external_id)
-        if job.operation == "upsert" and entry is not None and entry.outcome == DELIVERED:
-            job.endpoint = UPDATE  # a known lead: one call, no 112 first
+        if job.operation == "upsert" and entry is not None and entry.on_pbx:
+            job.endpoint = UPDATE
+        return entry
+
+    def _unchanged(self, job: Job, entry: Entry | None) -> bool:
+        """The ledger holds this very lead as it reached the PBX, and nothing is on its way."""
         if self.full_resend or entry is None or entry.fingerprint != job.fingerprint:
             return False
         return not self.delivery.is_pending(job.lead_key)
@@ -223,10 +495,40 @@ class Pipeline:
     def _remember(self, job: Job, outcome: str, code: int | str | None) -> None:
         if outcome == REJECTED and not (isinstance(code, int) and lookup(code) is not None):
             return  # a foreign answer or an undocumented code: send the lead again next run
-        if job.external_id is not None and not self.dry_run:
+        if job.external_id is None or self.dry_run:
+            return
+        campaign_id = job.ids["fCampaignId"]
+        if outcome in CLOSED_OUTCOMES:
             self.ledger.record(
-                job.ids["fCampaignId"], job.external_id, job.fingerprint, outcome, code
+                campaign_id, job.external_id, CLOSED, outcome, code, stream=job.stream
             )
+            return
+        if outcome == REJECTED:
+            self.ledger.record(
+                campaign_id,
+                job.external_id,
+                job.fingerprint,
+                REJECTED,
+                code,
+                stream=job.stream,
+                version=job.version,
+                rejected_lead=job.last_body,
+                endpoint=job.endpoint,
+                ids=job.ids,
+                redelivery=job.redelivery,
+            )
+            return
+        self.ledger.record(
+            campaign_id,
+            job.external_id,
+            job.fingerprint,
+            DELIVERED,
+            code,
+            stream=job.stream,
+            version=job.version,
+        )
+        if job.redelivery:
+            self._resolved.add((campaign_id, job.external_id))
 
     def _job(self, lane: Lane, seq: int, record: Mapping[str, Any], values: LeadValues) -> Job:
         settings = lane.settings
@@ -254,8 +556,29 @@ class Pipeline:
             fingerprint=fingerprint(values),
         )
 
-    def _reject_local(self, lane: Lane, seq: int, key: Any, rejection: LocalRejection) -> None:
+    def _reject_local(
+        self,
+        lane: Lane,
+        seq: int,
+        key: Any,
+        rejection: LocalRejection,
+        *,
+        external_id: Any = None,
+    ) -> None:
+        """Reject a record before sending; an unchanged one the ledger remembers: no new line."""
+        campaign_id = lane.settings.campaign_id
+        remembered = isinstance(external_id, str) and external_id and not self.dry_run
+        mark = fingerprint({"reason": rejection.reason, "lead": rejection.lead})
+        if remembered and not self.full_resend:
+            entry = self.ledger.get(campaign_id, external_id)
+            if entry is not None and entry.outcome == LOCAL and entry.fingerprint == mark:
+                self.stats.add(lane.stream, UNCHANGED)
+                self.watermark.release(seq)
+                return
         self._write_local_reject(lane.stream, key, rejection.reason, rejection.lead, lane.ids)
+        if remembered:
+            self.rejects.sync()  # the line is on disk before the ledger says it was written
+            self.ledger.record(campaign_id, external_id, mark, LOCAL, "local", stream=lane.stream)
         self.watermark.release(seq)
 
     def _write_local_reject(
@@ -271,17 +594,21 @@ class Pipeline:
         )
         self.stats.add(stream, REJECTED, "local")
 
-    def _write_dry_run(self, job: Job) -> None:
-        body = job.render(job.endpoint, False)
-        self.dry_run_file.write(
-            {
-                "stream": job.stream,
-                "key": job.key,
-                "endpoint": job.endpoint,
-                "ids": job.ids,
-                "lead": body,
-            }
-        )
+    def _write_dry_run(self, job: Job, action: str | None = None, *, refused: bool = False) -> None:
+        line: dict[str, Any] = {
+            "stream": job.stream,
+            "key": job.key,
+            "endpoint": job.endpoint,
+            "ids": job.ids,
+            "lead": job.render(job.endpoint, False),
+        }
+        if action is not None:
+            line["action"] = action
+        if job.reason:
+            line["reason"] = job.reason
+        if action == "close":
+            line["guard"] = "would refuse" if refused else "would allow"
+        self.dry_run_file.write(line)
         self.stats.add(job.stream, DRY_RUN)
         self.watermark.release(job.seq)
 
@@ -293,7 +620,12 @@ class Pipeline:
         On a failure or a signal the caller shuts down: calls in flight get their grace period
         before the client is closed under them.
         """
+        self._send_closes()
         self.delivery.wait_settled()
+        if self._refusals:
+            raise ClosesRefused(
+                "; ".join(r.message() for r in self._refusals), setting="max_close_ratio"
+            )
         self._check_reject_budget(final=True)
         self.close()
 
@@ -327,6 +659,8 @@ class Pipeline:
         self._stop_progress.set()
         self.delivery.close()
         self.rejects.close()
+        if self._resolved:
+            resolve_lines(self.rejects.path, self._resolved)
         self.dry_run_file.close()
         self.client.close()
         self.ledger.close()

@@ -15,6 +15,9 @@ This is the README's "behaviour per response code" as code:
   (resolved by an update) a 107 proves the lead exists and was never dialed: our insert landed.
 - 110: rejected, never retried (a person is editing the lead).
 - any other permanent code: rejected.
+- a close (operation `close`: an update setting close_disposition): 101 means the PBX does not
+  hold the lead, which is what a close wants (`close_unknown`); 106 stops the run naming
+  `close_disposition`; anything else as above (110 is a reject).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from target_noojee.codes import Kind
 
 UPDATE = "updateLeadFast"
 INSERT = "insertLeadFast"
+CLOSE = "close"  # the operation of a job that closes a lead
 
 
 @dataclass(frozen=True)
@@ -44,9 +48,10 @@ class Attempt:
 class Step:
     """The decision: one of deliver / retry / resend / reject / stop."""
 
-    action: str  # "delivered" | "retry" | "resend" | "reject" | "stop" | "foreign"
+    action: str  # delivered | retry | resend | reject | stop | foreign | close_unknown
     endpoint: str | None = None  # for resend
     use_fallback_disposition: bool = False  # for resend after 107
+    setting: str | None = None  # for stop: the setting to fix, when the code does not name one
 
 
 DELIVERED = Step("delivered")
@@ -67,6 +72,12 @@ def next_step(attempt: Attempt, outcome: Outcome) -> Step:
     if outcome.kind is Kind.FOREIGN:
         return FOREIGN
     code = outcome.code
+    if attempt.operation == CLOSE:
+        if code == codes.COULDNT_FIND_THE_LEAD:
+            return Step("close_unknown")
+        if code == codes.INVALID_DISPOSITION:
+            return Step("stop", setting="close_disposition")
+        return REJECT
     if code == codes.COULDNT_FIND_THE_LEAD and attempt.operation == "upsert":
         return Step("resend", endpoint=INSERT)
     duplicate_id = code == codes.DUPLICATE_EXTERNAL_ID and attempt.endpoint == INSERT

@@ -11,12 +11,16 @@ from __future__ import annotations
 import datetime as dt
 import fcntl
 import json
+import logging
 import os
+import tempfile
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
+
+LOGGER = logging.getLogger("target_noojee")
 
 
 def reject_entry(
@@ -128,3 +132,41 @@ class JsonLinesFile:
             if self._lock_handle is not None:
                 self._lock_handle.close()  # releases the shared lock
                 self._lock_handle = None
+
+
+def rewrite(path: Path, entries: list[dict[str, Any]]) -> None:
+    """Replace the file atomically (temp file, fsync, rename)."""
+    fd, tmp = tempfile.mkstemp(prefix=path.name, dir=str(path.parent or "."))
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        for entry in entries:
+            handle.write(json.dumps(entry, separators=(",", ":"), ensure_ascii=False) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def resolve_lines(path: Path, resolved: set[tuple[int, str]]) -> None:
+    """Drop the lines of leads (campaign, external id) that were re-delivered and landed."""
+    try:
+        with exclusive(path):
+            entries = read_entries(path)
+            kept = [e for e in entries if _lead_of(e) not in resolved]
+            if len(kept) != len(entries):
+                rewrite(path, kept)
+    except BlockingIOError:
+        LOGGER.warning(
+            "%d re-delivered lead(s) landed; another run is writing %s, so their old lines stay "
+            "there (the ledger knows they are resolved)",
+            len(resolved),
+            path,
+        )
+
+
+def _lead_of(entry: Mapping[str, Any]) -> tuple[int, str] | None:
+    ids, lead = entry.get("ids"), entry.get("lead")
+    if not isinstance(ids, Mapping) or not isinstance(lead, Mapping):
+        return None
+    campaign, external_id = ids.get("fCampaignId"), lead.get("njExternalLeadId")
+    if not isinstance(campaign, int) or not isinstance(external_id, str):
+        return None
+    return campaign, external_id

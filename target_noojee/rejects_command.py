@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 import tempfile
 from collections import defaultdict
@@ -24,11 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from target_noojee.cli_config import EXIT_CONFIG, EXIT_FAILED, config_arg
-from target_noojee.codes import NO_CHANGE
 from target_noojee.delivery import DeliveryStopped, Job
 from target_noojee.pipeline import DEFAULTS, Pipeline
-from target_noojee.policy import INSERT
-from target_noojee.rejects import exclusive, read_entries
+from target_noojee.rejects import exclusive, read_entries, rewrite
 from target_noojee.settings import ConfigError, resolve_stream_settings
 
 LOGGER = logging.getLogger("target_noojee")
@@ -50,37 +47,11 @@ def selected(entry: Mapping[str, Any], codes: set[str], keys: set[str]) -> bool:
 
 
 def _job(pipeline: Pipeline, config: Mapping[str, Any], entry: Mapping[str, Any]) -> Job:
-    lead = {str(k): str(v) for k, v in dict(entry.get("lead") or {}).items()}
-    ids = {str(k): int(v) for k, v in dict(entry.get("ids") or {}).items()}
-    fallback: str | None = None
     try:
         fallback = resolve_stream_settings(config, str(entry.get("stream"))).fallback_disposition
     except ConfigError:
         fallback = None
-
-    def render(endpoint: str, use_fallback: bool) -> dict[str, str]:
-        # The body as sent; an insert never carries <No Change> (an update may: it keeps fields).
-        body = {k: v for k, v in lead.items() if endpoint != INSERT or v != NO_CHANGE}
-        if use_fallback and fallback:
-            body["njDisposition"] = fallback
-        return body
-
-    external_id = lead.get("njExternalLeadId") or None
-    seq = pipeline.open_record()
-    return Job(
-        seq=seq,
-        stream=str(entry.get("stream")),
-        key=entry.get("key"),
-        lead_key=(ids.get("fCampaignId"), external_id) if external_id else ("record", seq),
-        ids=ids,
-        operation="upsert",
-        endpoint=str(entry.get("endpoint") or INSERT),
-        render=render,
-        has_fallback_disposition=bool(fallback),
-        has_external_id=bool(external_id),
-        external_id=external_id,
-        fingerprint=str(entry.get("fingerprint") or ""),
-    )
+    return pipeline.reject_job(entry, fallback)
 
 
 def resend(config: Mapping[str, Any], path: Path, codes: set[str], keys: set[str]) -> int:
@@ -112,7 +83,7 @@ def resend(config: Mapping[str, Any], path: Path, codes: set[str], keys: set[str
             # Chosen lines neither delivered nor rejected again (the run stopped) stay pending.
             unsent = [e for seq, e in jobs if not pipeline.watermark.settled(seq)]
             unsent += chosen[len(jobs) :]
-            _rewrite(path, kept + still + unsent)
+            rewrite(path, kept + still + unsent)
         delivered = pipeline.stats.total("delivered")
         print(
             f"re-sent {len(chosen)}: delivered {delivered}, rejected again {len(still)}"
@@ -124,17 +95,6 @@ def resend(config: Mapping[str, Any], path: Path, codes: set[str], keys: set[str
             print(f"resend stopped: {failure}", file=sys.stderr)
             return EXIT_CONFIG if failure.setting else EXIT_FAILED
         return 0
-
-
-def _rewrite(path: Path, entries: list[dict[str, Any]]) -> None:
-    """Replace the file atomically (temp file, fsync, rename)."""
-    fd, tmp = tempfile.mkstemp(prefix=path.name, dir=str(path.parent or "."))
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        for entry in entries:
-            handle.write(json.dumps(entry, separators=(",", ":"), ensure_ascii=False) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def list_entries(path: Path, fmt: str) -> int:

@@ -29,7 +29,13 @@ REJECTED = "rejected"
 RETRIED = "retried"
 UNCHANGED = "unchanged"
 DRY_RUN = "dry_run"
-OUTCOMES = (DELIVERED, UNCHANGED, REJECTED, RETRIED, DRY_RUN)
+CLOSED = "closed"
+CLOSE_UNKNOWN = "close_unknown"
+REOPENED = "reopened"
+REDELIVERED = "redelivered"
+LIFECYCLE = (CLOSED, CLOSE_UNKNOWN, REOPENED, REDELIVERED)
+OUTCOMES = (DELIVERED, UNCHANGED, REJECTED, RETRIED, DRY_RUN, *LIFECYCLE)
+_SHOWN_WHEN_ZERO = (DELIVERED, UNCHANGED, REJECTED, RETRIED)
 
 # The SDK's metrics logger (singer_sdk.metrics.METRICS_LOGGER_NAME), named rather than imported
 # so that nothing below the sink depends on the SDK.
@@ -118,7 +124,7 @@ class RunStats:
         for stream, counts in report["streams"].items():
             parts = []
             for outcome in OUTCOMES:
-                if outcome == DRY_RUN and not counts[outcome]:
+                if outcome not in _SHOWN_WHEN_ZERO and not counts[outcome]:
                     continue
                 part = f"{outcome}={counts[outcome]}"
                 if outcome == REJECTED and counts["rejected_by_code"]:
@@ -189,6 +195,9 @@ class RunStats:
                 current: Counter[tuple[str, str, str]] = Counter()
                 for stream, counts in self._by_stream.items():
                     current[(DELIVERED_METRIC, stream, "")] = counts[DELIVERED]
+                    for outcome in LIFECYCLE:
+                        if counts[outcome]:
+                            current[(f"lead_{outcome}_count", stream, "")] = counts[outcome]
                 for stream, codes in self._rejected.items():
                     for code, n in codes.items():
                         current[(REJECTED_METRIC, stream, code)] = n

@@ -33,7 +33,7 @@ import jsonschema
 import phonenumbers
 from jsonschema.validators import validator_for
 
-from target_noojee.codes import EXTERNAL_ID_FIELD, NO_CHANGE
+from target_noojee.codes import CODES, EXTERNAL_ID_FIELD, NO_CHANGE, Kind
 
 LEAD_SETTINGS = (
     "template_id",
@@ -48,7 +48,18 @@ LEAD_SETTINGS = (
     "fallback_disposition",
     "lead_schema",
     "contact_hours_timezones",
+    "close_disposition",
+    "close_field",
+    "mirror",
+    "max_close_ratio",
+    "reopen_disposition",
+    "redeliver_after_s",
+    "max_redeliveries",
 )
+# A rejected lead may be sent again for these codes (the lead's own fault, which can pass).
+REDELIVERABLE_CODES = frozenset(c.code for c in CODES.values() if c.kind is Kind.PERMANENT)
+DEFAULT_MAX_CLOSE_RATIO = 0.1
+DEFAULT_MAX_REDELIVERIES = 5
 OPERATIONS = ("update", "insert", "upsert")
 
 
@@ -86,6 +97,17 @@ class LeadSettings:
     contact_hours_timezones: Mapping[str, str] = field(
         default_factory=lambda: MappingProxyType({}), hash=False
     )
+    # The lifecycle of a lead (README "Closing leads"): closing is off while close_disposition
+    # is unset.
+    close_disposition: str | None = None
+    close_field: str | None = None  # path of a source field whose true value closes the lead
+    mirror: bool = False  # a complete full-table version closes the leads it did not contain
+    max_close_ratio: float = DEFAULT_MAX_CLOSE_RATIO
+    reopen_disposition: str | None = None
+    redeliver_after_s: Mapping[int, float] = field(
+        default_factory=lambda: MappingProxyType({}), hash=False
+    )
+    max_redeliveries: int = DEFAULT_MAX_REDELIVERIES
 
 
 def _short(value: Any, limit: int = 60) -> str:
@@ -273,6 +295,68 @@ def _resolve_lead_schema(r: _Resolver) -> Mapping[str, Any] | None:
     return value
 
 
+def _resolve_disposition(r: _Resolver, name: str) -> str | None:
+    value, where = r.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise r.fail(where, "must be a disposition name defined on the PBX, not empty")
+    if value.strip() == NO_CHANGE:
+        raise r.fail(where, f"cannot be {NO_CHANGE!r}: it must set a disposition")
+    return value.strip()
+
+
+def _resolve_lifecycle(r: _Resolver) -> dict[str, Any]:
+    """close_disposition, close_field, mirror, max_close_ratio, reopen_disposition, re-delivery."""
+    close = _resolve_disposition(r, "close_disposition")
+    close_field, where = r.get("close_field")
+    if close_field is not None:
+        if not isinstance(close_field, str) or any(not p for p in close_field.split(".")):
+            raise r.fail(where, f"is {_short(close_field)}: expected a source field path")
+        if close is None:
+            raise r.fail(where, "needs `close_disposition`: the disposition that closes a lead")
+    mirror, where = r.get("mirror")
+    if mirror is not None and not isinstance(mirror, bool):
+        raise r.fail(where, f"must be true or false, got {_short(mirror)}")
+    if mirror and close is None:
+        raise r.fail(where, "needs `close_disposition`: the disposition that closes a lead")
+    ratio, where = r.get("max_close_ratio")
+    if ratio is None:
+        ratio = DEFAULT_MAX_CLOSE_RATIO
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 <= ratio <= 1:
+        raise r.fail(where, f"must be a number from 0 to 1, got {_short(ratio)}")
+    redeliver, where = r.get("redeliver_after_s")
+    after: dict[int, float] = {}
+    if redeliver is not None:
+        if not isinstance(redeliver, Mapping):
+            raise r.fail(where, "must be an object: response code -> seconds")
+        for code, seconds in redeliver.items():
+            number = int(code) if str(code).strip().isdigit() else None
+            if number is None or number not in REDELIVERABLE_CODES:
+                raise r.fail(
+                    where,
+                    f"names {_short(code)}; a lead can be re-delivered after the codes "
+                    f"{', '.join(map(str, sorted(REDELIVERABLE_CODES)))}",
+                )
+            if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds < 0:
+                raise r.fail(where, f"gives code {number} {_short(seconds)}: expected seconds")
+            after[number] = float(seconds)
+    most, where = r.get("max_redeliveries")
+    if most is None:
+        most = DEFAULT_MAX_REDELIVERIES
+    if isinstance(most, bool) or not isinstance(most, int) or most < 0:
+        raise r.fail(where, f"must be a whole number >= 0, got {_short(most)}")
+    return {
+        "close_disposition": close,
+        "close_field": close_field,
+        "mirror": bool(mirror),
+        "max_close_ratio": float(ratio),
+        "reopen_disposition": _resolve_disposition(r, "reopen_disposition"),
+        "redeliver_after_s": MappingProxyType(after),
+        "max_redeliveries": most,
+    }
+
+
 def resolve_stream_settings(config: Mapping[str, Any], stream_name: str) -> LeadSettings:
     """The validated lead settings of a stream: top-level settings overlaid with its overrides.
 
@@ -322,4 +406,5 @@ def resolve_stream_settings(config: Mapping[str, Any], stream_name: str) -> Lead
         fallback_disposition=fallback,
         lead_schema=lead_schema,
         contact_hours_timezones=_resolve_contact_hours_zones(r),
+        **_resolve_lifecycle(r),
     )

@@ -105,6 +105,47 @@ def _lead_properties() -> list[th.Property]:
             description="JSON Schema every mapped lead must satisfy (on top of built-in checks).",
         ),
         th.Property(
+            "close_disposition",
+            th.StringType,
+            description="Disposition that closes a lead (e.g. Do Not Call); closing is off "
+            "while unset.",
+        ),
+        th.Property(
+            "close_field",
+            th.StringType,
+            description="Path of a source field whose true value (true/yes/y/1) closes the lead.",
+        ),
+        th.Property(
+            "mirror",
+            th.BooleanType,
+            description="A complete full-table version closes the stream's leads it did not "
+            "contain (default false).",
+        ),
+        th.Property(
+            "max_close_ratio",
+            th.NumberType(minimum=0, maximum=1),
+            description="A run closing more than this share of a stream's open leads (and "
+            "more than 10) closes none and fails (default 0.1).",
+        ),
+        th.Property(
+            "reopen_disposition",
+            th.StringType,
+            description="Disposition sent when a closed lead comes back open in the source "
+            "without a mapped njDisposition.",
+        ),
+        th.Property(
+            "redeliver_after_s",
+            th.ObjectType(additional_properties=th.NumberType),
+            description="Response code -> seconds: a lead rejected with that code is sent "
+            "again once this long has passed (default: never).",
+        ),
+        th.Property(
+            "max_redeliveries",
+            th.IntegerType(minimum=0),
+            description="Failed re-deliveries after which a lead stays rejected until its "
+            "record changes (default 5).",
+        ),
+        th.Property(
             "contact_hours_timezones",
             th.ObjectType(additional_properties=th.StringType),
             description="Contact-hours profile name -> IANA zone: a lead whose njContactHours "
@@ -291,8 +332,17 @@ class TargetNoojee(Target):
 
     def _process_record_message(self, message_dict: dict) -> None:
         seq = self.pipeline.open_record()
+        record = message_dict.get("record")
+        version = message_dict.get("version")
+        self.pipeline.incoming(
+            # Read here: with add_record_metadata false the SDK drops _sdc_* before the sink.
+            deleted=isinstance(record, dict) and bool(record.get("_sdc_deleted_at")),
+            version=version if isinstance(version, int) and not isinstance(version, bool) else None,
+        )
         try:
             super()._process_record_message(message_dict)
+            if not self.pipeline.reached(seq):  # a stream map filtered it out
+                self.pipeline.filtered(message_dict["stream"], record)
         except _NOT_THE_RECORDS_FAULT:
             raise
         except Exception as exc:  # the SDK failed on this record (a stream map, a parser ...)
@@ -303,6 +353,13 @@ class TargetNoojee(Target):
             )
         finally:
             self.pipeline.close_record(seq)
+
+    def _process_activate_version_message(self, message_dict: dict) -> None:
+        """A full-table version begins or, after its records, is complete (README mirror)."""
+        stream = message_dict["stream"]
+        maps = self.mapper.stream_maps.get(stream, [])
+        aliases = [m.stream_alias for m in maps] or [stream]
+        self.pipeline.activate_version(aliases, int(message_dict["version"]))
 
     def _process_state_message(self, message_dict: dict) -> None:
         self._assert_line_requires(message_dict, requires={"value"})

@@ -29,6 +29,8 @@ from conftest import API_KEY, base_config, lead, record_msg, run_target, schema_
 
 T0 = datetime(2026, 11, 23, 9, 50, 29, tzinfo=timezone.utc)
 
+NONE_CLOSED = {"closed": 0, "close_unknown": 0, "reopened": 0, "redelivered": 0}
+
 
 class Clocks:
     """A monotonic clock and a wall clock that move together, by hand."""
@@ -67,7 +69,14 @@ def test_report_counts_per_stream_outcome_and_code() -> None:
         "started": "2026-11-23T09:50:29+00:00",
         "finished": "2026-11-23T09:50:41+00:00",
         "elapsed_s": 12.5,
-        "totals": {"delivered": 4, "unchanged": 1, "rejected": 4, "retried": 2, "dry_run": 0},
+        "totals": {
+            "delivered": 4,
+            "unchanged": 1,
+            "rejected": 4,
+            "retried": 2,
+            "dry_run": 0,
+            **NONE_CLOSED,
+        },
         "rejected_by_code": {"104": 2, "110": 1, "local": 1},
         "streams": {
             "contacts": {
@@ -76,6 +85,7 @@ def test_report_counts_per_stream_outcome_and_code() -> None:
                 "rejected": 3,
                 "retried": 2,
                 "dry_run": 0,
+                **NONE_CLOSED,
                 "rejected_by_code": {"104": 2, "local": 1},
             },
             "renewals": {
@@ -84,6 +94,7 @@ def test_report_counts_per_stream_outcome_and_code() -> None:
                 "rejected": 1,
                 "retried": 0,
                 "dry_run": 0,
+                **NONE_CLOSED,
                 "rejected_by_code": {"110": 1},
             },
         },

@@ -113,6 +113,7 @@ class Lead:
     writes: int = 0
     created: float = 0.0
     updated: float = 0.0
+    history: list[str] = field(default_factory=list)  # dispositions set by calls, in order
 
     def as_dict(self, editing: bool = False) -> dict[str, Any]:
         """A JSON-ready copy for inspection by tests and the admin route."""
@@ -126,6 +127,7 @@ class Lead:
             "priority": self.priority,
             "contact_hours": self.contact_hours,
             "writes": self.writes,
+            "dispositions": list(self.history),
             "editing": editing,
             "created": self.created,
             "updated": self.updated,
@@ -313,6 +315,7 @@ class LeadStore:
             writes=1,
             created=now,
             updated=now,
+            history=[disposition] if disposition is not None else [],
         )
         key = (call.campaign_id, key_id)
         self._leads[key] = lead
@@ -344,7 +347,8 @@ class LeadStore:
                 if self._phones.get((call.campaign_id, d), set()) - {key}:
                     return call.outcome(codes.DUPLICATE)
         disposition = values.get(DISPOSITION)
-        if disposition is None or disposition == codes.NO_CHANGE:
+        kept = disposition is None or disposition == codes.NO_CHANGE
+        if kept:
             if lead.disposition is None:
                 return call.outcome(codes.NO_CHANGE_ON_UNSET_DISPOSITION)
             disposition = lead.disposition
@@ -361,6 +365,8 @@ class LeadStore:
             if value is not None and value != codes.NO_CHANGE:
                 lead.fields[f] = value
         lead.disposition = disposition
+        if not kept and disposition is not None:
+            lead.history.append(disposition)
         lead.priority = priority
         callback = values.get(CALLBACK_DATE)
         if callback is not None and callback != codes.NO_CHANGE:
