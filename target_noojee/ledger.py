@@ -1,11 +1,15 @@
 """The lead ledger: a durable record of what each lead last was when it reached the PBX.
 
 One SQLite row per lead, keyed by PBX, campaign and njExternalLeadId: a fingerprint of the last
-mapped lead, its outcome (delivered or rejected, with the code) and when. It lets a run skip
-leads that did not change, pick insert or update in one call, and survive kills: SQLite in WAL
-mode commits atomically, so a kill at any moment leaves it consistent. A row is written only
-after the PBX answered, so the ledger never claims a delivery that did not happen (a kill
-between the answer and the write costs one redundant update on the next run, nothing more).
+mapped lead, its outcome (delivered, rejected with the code, rejected locally, closed) and when;
+for the lifecycle (README "Closing leads") its stream, the last full-table version it was seen
+in, whether the PBX holds it and whether it is closed, and a reject's lead for re-delivery. A
+`schema_version` table and in-place upgrades keep a ledger of any earlier version working.
+
+It lets a run skip leads that did not change, pick insert or update in one call, and survive
+kills: SQLite in WAL mode commits atomically, so a kill at any moment leaves it consistent. A row
+is written only after the PBX answered, so the ledger never claims a delivery that did not happen
+(a kill between the answer and the write costs one redundant update on the next run).
 
 What it cannot see: changes made on the PBX itself (an agent editing a lead, a manual import, a
 lead deleted there). `full_resend: true` ignores it for one run.

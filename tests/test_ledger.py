@@ -136,3 +136,40 @@ def test_reject_file_lines_carry_the_fingerprint(sim: Simulator, tmp_path: Path)
     (entry,) = result.rejects
     assert entry["fingerprint"] and entry["endpoint"] == "insertLeadFast"
     assert json.dumps(entry).count(API_KEY) == 0
+
+
+V1_SCHEMA = """
+CREATE TABLE leads (
+    pbx TEXT NOT NULL, campaign_id INTEGER NOT NULL, external_id TEXT NOT NULL,
+    fingerprint TEXT NOT NULL, outcome TEXT NOT NULL, code TEXT, at REAL NOT NULL,
+    PRIMARY KEY (pbx, campaign_id, external_id)
+) WITHOUT ROWID
+"""
+
+
+def test_a_ledger_of_the_first_version_is_upgraded_in_place(sim: Simulator, tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite"
+    config = base_config(sim, tmp_path, ledger_path=str(path))
+    messages = [schema_msg()] + [record_msg(lead(i)) for i in range(3)] + [state_msg(3)]
+    assert run_target(config, messages, tmp_path).returncode == 0
+    # Rewrite the file as the first version wrote it: its table, its columns, no version table.
+    db = sqlite3.connect(path)
+    rows = db.execute(
+        "SELECT pbx, campaign_id, external_id, fingerprint, outcome, code, at FROM leads"
+    ).fetchall()
+    db.executescript("DROP TABLE leads; DROP TABLE versions; DROP TABLE schema_version;")
+    db.execute(V1_SCHEMA)
+    db.executemany("INSERT INTO leads VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+    db.commit()
+    db.close()
+    sim.reset_stats()
+    result = run_target(config, messages, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert sim.lead_calls == 0  # every lead still known, unchanged
+    ledger = Ledger(path, pbx_identity(sim.url))
+    assert ledger.schema_version == 2
+    entry = ledger.get(41, "L00001")
+    assert entry is not None and entry.on_pbx and not entry.closed
+    changed = [schema_msg(), record_msg(lead(1, name="Changed")), state_msg(4)]
+    assert run_target(config, changed, tmp_path).returncode == 0
+    assert sim.lead_calls == 1  # upsert: a known lead is one update
