@@ -267,20 +267,24 @@ class Ledger:
             ).fetchall()
         return [(str(e), None if v is None else int(v)) for e, v in rows]
 
-    def end_version(self, campaign_id: int, stream: str, version: int) -> int | None:
-        """Record that a version reached the end of input; returns the one that did before it."""
+    def version_before(self, campaign_id: int, stream: str, version: int) -> int | None:
+        """The latest version of a stream before `version` that reached the end of input."""
         with self._lock:
             row = self._db.execute(
                 "SELECT MAX(version) FROM versions "
                 "WHERE pbx = ? AND campaign_id = ? AND stream = ? AND version < ?",
                 (self._pbx, campaign_id, stream, version),
             ).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
+    def end_version(self, campaign_id: int, stream: str, version: int) -> None:
+        """Record that a version of a stream reached the end of input."""
+        with self._lock:
             self._db.execute(
                 "INSERT OR REPLACE INTO versions (pbx, campaign_id, stream, version, ended_at) "
                 "VALUES (?, ?, ?, ?, ?)",
                 (self._pbx, campaign_id, stream, version, time.time()),
             )
-        return None if row is None or row[0] is None else int(row[0])
 
     def due_rejects(
         self, campaign_id: int, after_s: Mapping[int, float], max_redeliveries: int

@@ -97,11 +97,13 @@ def guard_refuses(count: int, open_leads: int, ratio: float) -> bool:
 class Lifecycle:
     """Closes planned during a run, per stream and campaign (main thread only)."""
 
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: Ledger, *, dry_run: bool = False) -> None:
         self._ledger = ledger
+        self._dry_run = dry_run  # nothing is written to the ledger; presence is kept in memory
         self._planned: dict[tuple[str, str], Close] = {}  # (stream, external id) -> close
         self._versions: dict[str, _Versions] = {}
         self._seen: dict[tuple[int, str, int], list[str]] = {}
+        self._seen_now: dict[tuple[int, str], set[str]] = {}  # dry run: seen in this run
 
     # --- while reading ---------------------------------------------------------------------
 
@@ -138,9 +140,12 @@ class Lifecycle:
             self.flush_seen()
 
     def flush_seen(self) -> None:
-        """Write the buffered presence marks to the ledger."""
+        """Write the buffered presence marks to the ledger (a dry run keeps them in memory)."""
         for (campaign_id, stream, version), ids in self._seen.items():
-            self._ledger.seen(campaign_id, stream, version, ids)
+            if self._dry_run:
+                self._seen_now.setdefault((campaign_id, stream), set()).update(ids)
+            else:
+                self._ledger.seen(campaign_id, stream, version, ids)
         self._seen.clear()
 
     def plan(self, close: Close) -> Close | None:
@@ -163,14 +168,17 @@ class Lifecycle:
         if state is None or (state.current is None and state.complete is None):
             return [], None
         self.flush_seen()
-        open_leads = self._ledger.open_leads(campaign_id, stream)
+        present = self._seen_now.get((campaign_id, stream), set())
+        open_leads = [(e, v) for e, v in self._ledger.open_leads(campaign_id, stream)]
         if state.complete is not None:
             version, seq = state.complete, state.complete_seq
-            missing = [e for e, v in open_leads if v != version]
+            missing = [e for e, v in open_leads if v != version and e not in present]
         else:
             assert state.current is not None
             version, seq = state.current, end_seq
-            before = self._ledger.end_version(campaign_id, stream, version)
+            before = self._ledger.version_before(campaign_id, stream, version)
+            if not self._dry_run:
+                self._ledger.end_version(campaign_id, stream, version)
             if before is None:
                 LOGGER.info(
                     "stream %r: version %s reached the end of input; a lead missing from it and "
@@ -179,7 +187,7 @@ class Lifecycle:
                     version,
                 )
                 return [], None
-            missing = [e for e, v in open_leads if v is None or v < before]
+            missing = [e for e, v in open_leads if (v is None or v < before) and e not in present]
         if not open_leads:
             LOGGER.warning(
                 "stream %r: mirror can close nothing: the ledger knows no lead of this stream "

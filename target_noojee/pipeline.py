@@ -96,6 +96,12 @@ class Lane:
         """update updates; insert inserts; upsert inserts unless the ledger knows the lead."""
         return UPDATE if self.settings.operation == "update" else INSERT
 
+    def source_id(self, record: Mapping[str, Any]) -> str | None:
+        """The record's njExternalLeadId read straight from its source field (no conversion)."""
+        path = self.settings.mapping.get(EXTERNAL_ID_FIELD)
+        value = extract(record, path) if path is not None else None
+        return value if isinstance(value, str) and value.strip() else None
+
     def record_key(self, record: Mapping[str, Any], values: LeadValues | None) -> Any:
         """The record's key for reject lines: key properties, else the external id."""
         if self.key_properties:
@@ -150,7 +156,7 @@ class Pipeline:
         self._seq = -1
         self._reached = -1  # the last record number the pipeline took in
         self._lanes: dict[str, Lane] = {}
-        self.lifecycle = Lifecycle(self.ledger)
+        self.lifecycle = Lifecycle(self.ledger, dry_run=self.dry_run)
         self._incoming: tuple[bool, int | None] = (False, None)  # (soft-deleted, version)
         self._warned_deletes: set[str] = set()
         self._redelivering: set[int] = set()  # campaigns whose due rejects were sent
@@ -215,9 +221,7 @@ class Pipeline:
             values = lane.mapper.values(record)
             closing = self._close_reason(lane, record, deleted)
         except LocalRejection as rejection:
-            external_id = rejection.lead.get(EXTERNAL_ID_FIELD) or (values or {}).get(
-                EXTERNAL_ID_FIELD
-            )
+            external_id = rejection.lead.get(EXTERNAL_ID_FIELD) or lane.source_id(record)
             self.lifecycle.seen(settings.campaign_id, lane.stream, version, external_id)
             key = lane.record_key(record, values)
             self._reject_local(lane, seq, key, rejection, external_id=external_id)
@@ -264,10 +268,7 @@ class Pipeline:
             return
         _deleted, message_version = self._incoming
         version = self.lifecycle.record_version(stream, message_version)
-        path = lane.settings.mapping.get(EXTERNAL_ID_FIELD)
-        if path is not None:
-            external_id = extract(record, path)
-            self.lifecycle.seen(lane.settings.campaign_id, stream, version, external_id)
+        self.lifecycle.seen(lane.settings.campaign_id, stream, version, lane.source_id(record))
 
     def activate_version(self, streams: Sequence[str], version: int) -> None:
         """An ACTIVATE_VERSION for the streams a tap stream maps to."""
@@ -474,8 +475,17 @@ class Pipeline:
     def reject_unread(self, stream: str, record: Any, reason: str) -> None:
         """A record the SDK failed on before it reached us: rejected locally, the run goes on."""
         lane = self._lanes.get(stream)
-        key = lane.record_key(record, None) if lane and isinstance(record, Mapping) else None
-        self._write_local_reject(stream, key, reason, {}, lane.ids if lane else None)
+        if lane is None or not isinstance(record, Mapping):
+            self._write_local_reject(stream, None, reason, {}, lane.ids if lane else None)
+            return
+        self.watermark.hold(self._seq)
+        self._reject_local(
+            lane,
+            self._seq,
+            lane.record_key(record, None),
+            LocalRejection(reason),
+            external_id=lane.source_id(record),
+        )
 
     def _entry(self, job: Job) -> Entry | None:
         """The ledger's row of the lead; picks upsert's endpoint (a known lead: one update)."""

@@ -263,6 +263,21 @@ def _config_schema() -> dict[str, Any]:
             default=True,
             description="Check the PBX's TLS certificate; false logs a warning at start.",
         ),
+        # SDK built-ins declared here so that --about says what they do in this target.
+        th.Property(
+            "load_method",
+            th.StringType,
+            default=INERT_BUILTINS["load_method"][0],
+            allowed_values=["append-only", "upsert", "overwrite"],
+            description="SDK setting this target does not use: leave append-only; choose "
+            "update, insert or upsert with `operation` (any other value stops the run).",
+        ),
+        th.Property(
+            "batch_size_rows",
+            th.IntegerType(minimum=1),
+            description="SDK setting this target does not use: each lead is one call, paced "
+            "by max_concurrency (any value stops the run).",
+        ),
         th.Property(
             "dry_run",
             th.BooleanType,

@@ -278,3 +278,31 @@ def test_sigkill_during_a_mirrors_closes_then_a_clean_resume(tmp_path: Path) -> 
         assert resumed.returncode == 0, resumed.stderr
         assert closed(sim) == {f"L{i:05d}" for i in range(10, 60)}
         assert resumed.states[-1] == state_msg(2)["value"]
+
+
+def test_a_dry_run_mirror_reports_its_closes_and_changes_nothing(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    cfg = config(sim, tmp_path, mirror=True)
+    everyone = list(range(12))
+    assert run_target(cfg, full_table(everyone, 1, trailing=False), tmp_path).returncode == 0
+    without = [i for i in everyone if i != 4]
+    assert run_target(cfg, full_table(without, 2, trailing=False), tmp_path).returncode == 0
+    dry = tmp_path / "dry.jsonl"
+    dry_cfg = {**cfg, "dry_run": True, "dry_run_file": str(dry)}
+    for _ in range(2):  # a dry run writes no version: the second one sees the same
+        result = run_target(dry_cfg, full_table(without, 3, trailing=False), tmp_path)
+        assert result.returncode == 0, result.stderr
+        closes = [json.loads(x) for x in dry.read_text().splitlines() if '"close"' in x]
+        assert [(x["key"], x["reason"]) for x in closes] == [("L00004", "not in version 3")]
+        dry.unlink()
+    assert closed(sim) == set()
+
+
+def test_an_unchanged_invalid_record_is_rejected_once(sim: Simulator, tmp_path: Path) -> None:
+    messages = [schema_msg(), record_msg(lead(1, priority="high")), state_msg(1)]
+    first = run_target(config(sim, tmp_path), messages, tmp_path)
+    assert [r["key"] for r in first.rejects] == ["L00001"]
+    second = run_target(config(sim, tmp_path), messages, tmp_path)
+    assert second.returncode == 0 and len(second.rejects) == 1
+    assert report(tmp_path)["unchanged"] == 1
