@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, quote_plus, urlsplit
 
 import requests
 import urllib3
@@ -33,7 +33,7 @@ from target_noojee.settings import ConfigError
 
 LOGGER = logging.getLogger("target_noojee")
 USER_AGENT = "target-noojee"
-_KEY_IN_URL = re.compile(r"(apiKey=)[^&\s\"'<>]+", re.IGNORECASE)
+_KEY_IN_URL = re.compile(r"(apiKey(?:=|%3D))[^&\s\"'<>]+", re.IGNORECASE)
 _TAG = re.compile(r"<(script|style)\b.*?</\1\s*>|<[^>]*>", re.IGNORECASE | re.DOTALL)
 _PAGE_WORDS = 16  # how much of a foreign page a message quotes
 _PAGE_CHARS = 120
@@ -280,7 +280,8 @@ def describe_page(content_type: str | None, text: str, api_key: str = "") -> str
     kind = (content_type or "no content type").split(";")[0].strip() or "no content type"
     words = " ".join(_TAG.sub(" ", text).split())
     if api_key:
-        words = words.replace(api_key, "***")
+        for form in {api_key, quote(api_key, safe=""), quote_plus(api_key)}:
+            words = words.replace(form, "***")
     words = _KEY_IN_URL.sub(r"\1***", words)
     if not words:
         return f"{kind}, empty body"

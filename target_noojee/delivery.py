@@ -171,6 +171,7 @@ class Delivery:
         self._parked: list[tuple[Job, dict[str, str], Outcome]] = []  # foreign answers
         self._foreign_in_a_row = 0
         self._undocumented = 0
+        self._asking = False  # a worker is asking the way (see _ask_the_way_if_idle)
 
     # --- the main thread's side -------------------------------------------------------------
 
@@ -314,6 +315,7 @@ class Delivery:
                 with self._cond:
                     self._sending -= 1
                     self._cond.notify_all()
+            self._ask_the_way_if_idle()
 
     def _attempt(self, job: Job, permit: Permit) -> None:
         try:
@@ -371,7 +373,6 @@ class Delivery:
             self._finish(job)
             if outcome.undocumented:
                 self._count_undocumented(outcome)
-        self._ask_the_way_if_idle(job)
 
     # --- answers that are not the CampaignAPI's ----------------------------------------------
 
@@ -411,30 +412,43 @@ class Delivery:
             self._on_outcome(job, REJECTED, FOREIGN)
             self._finish(job)
 
-    def _ask_the_way_if_idle(self, job: Job) -> None:
-        """With only parked jobs left, one update without a lead tells the lead from the way."""
-        while True:
-            with self._cond:
-                idle = bool(self._parked) and not self._heap and self._sending <= 1
-                if not idle or self._stopping:
-                    return
-            permit = self._limiter.acquire(timeout=0.2)
-            if permit is None:
-                continue
-            outcome = self._sender.send_lead(UPDATE, job.ids, {})
-            self._limiter.release(permit, outcome.rtt_s, limiter_signal(outcome))
-            if outcome.campaign_api:
-                self._settle_parked(outcome)
+    def _ask_the_way_if_idle(self) -> None:
+        """With only parked jobs left, one update without a lead tells the lead from the way.
+
+        Called by a worker once it no longer counts as sending, so the last one to finish sees
+        the others gone; one worker asks at a time.
+        """
+        with self._cond:
+            if self._asking:
                 return
-            if outcome.kind is Kind.FOREIGN:
-                self._count_foreign(outcome)
-                time.sleep(_ASK_PAUSE_S)
-                continue
-            with self._cond:  # the PBX does not answer at all: the parked jobs wait their turn
-                parked, self._parked = self._parked, []
-            for waiting, _body, _outcome in parked:
-                self._retry_later(waiting, outcome)
-            return
+            self._asking = True
+        try:
+            while True:
+                with self._cond:
+                    idle = bool(self._parked) and not self._heap and self._sending == 0
+                    if not idle or self._stopping:
+                        return
+                    ids = self._parked[0][0].ids
+                permit = self._limiter.acquire(timeout=0.2)
+                if permit is None:
+                    continue
+                outcome = self._sender.send_lead(UPDATE, ids, {})
+                self._limiter.release(permit, outcome.rtt_s, limiter_signal(outcome))
+                if outcome.campaign_api:
+                    self._settle_parked(outcome)
+                    return
+                if outcome.kind is Kind.FOREIGN:
+                    self._count_foreign(outcome)
+                    time.sleep(_ASK_PAUSE_S)
+                    continue
+                with self._cond:  # the PBX does not answer at all: parked jobs wait their turn
+                    parked, self._parked = self._parked, []
+                for waiting, _body, _outcome in parked:
+                    self._retry_later(waiting, outcome)
+                return
+        finally:
+            with self._cond:
+                self._asking = False
 
     def _retry_later(self, job: Job, outcome: Outcome) -> None:
         now = self._clock()

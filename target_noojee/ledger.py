@@ -1,13 +1,16 @@
 """The lead ledger: a durable record of what each lead last was when it reached the PBX.
 
-One SQLite row per lead, keyed by PBX, campaign and njExternalLeadId: a fingerprint of the last
+One row per lead, in SQLite (a file, the default) or PostgreSQL (`ledger_url`, for workers whose
+disk does not outlive the run and for several targets sharing what they know), keyed by PBX,
+campaign and njExternalLeadId: a fingerprint of the last
 mapped lead, its outcome (delivered, rejected with the code, rejected locally, closed) and when;
 for the lifecycle (README "Closing leads") its stream, the last full-table version it was seen
 in, whether the PBX holds it and whether it is closed, and a reject's lead for re-delivery. A
 `schema_version` table and in-place upgrades keep a ledger of any earlier version working.
 
 It lets a run skip leads that did not change, pick insert or update in one call, and survive
-kills: SQLite in WAL mode commits atomically, so a kill at any moment leaves it consistent. A row
+kills: each write is one committed transaction (SQLite in WAL mode), so a kill at any moment
+leaves it consistent. A row
 is written only after the PBX answered, so the ledger never claims a delivery that did not happen
 (a kill between the answer and the write costs one redundant update on the next run).
 
@@ -20,14 +23,19 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sqlite3
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine, make_url
+
+from target_noojee.settings import ConfigError
 
 DELIVERED = "delivered"
 REJECTED = "rejected"
@@ -37,36 +45,44 @@ CLOSE_UNKNOWN = "close_unknown"  # a close the PBX answered 101 to: it does not 
 CLOSED_OUTCOMES = frozenset({CLOSED, CLOSE_UNKNOWN})
 
 SCHEMA_VERSION = 2
-_TABLES = (
-    """
-    CREATE TABLE IF NOT EXISTS leads (
-        pbx TEXT NOT NULL,
-        campaign_id INTEGER NOT NULL,
-        external_id TEXT NOT NULL,
-        fingerprint TEXT NOT NULL,
-        outcome TEXT NOT NULL,
-        code TEXT,
-        at REAL NOT NULL,
-        PRIMARY KEY (pbx, campaign_id, external_id)
-    ) WITHOUT ROWID
-    """,
-    """
-    CREATE TABLE IF NOT EXISTS versions (
-        pbx TEXT NOT NULL,
-        campaign_id INTEGER NOT NULL,
-        stream TEXT NOT NULL,
-        version INTEGER NOT NULL,
-        ended_at REAL NOT NULL,
-        PRIMARY KEY (pbx, campaign_id, stream, version)
-    ) WITHOUT ROWID
-    """,
-    "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
-)
+_LOCK_KEY = 0x6E6F6F6A  # PostgreSQL advisory lock held while the tables are upgraded
+_BATCH = 500  # external ids per look-up query
+
+
+def _tables(sqlite: bool) -> tuple[str, ...]:
+    rowid = " WITHOUT ROWID" if sqlite else ""
+    return (
+        f"""
+        CREATE TABLE IF NOT EXISTS leads (
+            pbx TEXT NOT NULL,
+            campaign_id BIGINT NOT NULL,
+            external_id TEXT NOT NULL,
+            fingerprint TEXT NOT NULL,
+            outcome TEXT NOT NULL,
+            code TEXT,
+            at DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (pbx, campaign_id, external_id)
+        ){rowid}
+        """,
+        f"""
+        CREATE TABLE IF NOT EXISTS versions (
+            pbx TEXT NOT NULL,
+            campaign_id BIGINT NOT NULL,
+            stream TEXT NOT NULL,
+            version BIGINT NOT NULL,
+            ended_at DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (pbx, campaign_id, stream, version)
+        ){rowid}
+        """,
+        "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
+    )
+
+
 # Columns added after version 1, with how a row written by version 1 fills them.
 _ADDED_COLUMNS = (
     ("stream", "TEXT", None),  # the stream that last wrote the lead; NULL: never closed by mirror
-    ("version", "INTEGER", None),  # the last full-table version the lead was seen in
-    ("on_pbx", "INTEGER NOT NULL DEFAULT 0", "outcome = 'delivered'"),  # the PBX holds it, open
+    ("version", "BIGINT", None),  # the last full-table version the lead was seen in
+    ("on_pbx", "INTEGER NOT NULL DEFAULT 0", "outcome = 'delivered'"),  # the PBX holds it
     ("lead", "TEXT", None),  # a reject's lead as sent (JSON), for its re-delivery
     ("endpoint", "TEXT", None),
     ("ids", "TEXT", None),
@@ -84,6 +100,71 @@ def default_ledger_path() -> Path:
     if root:
         return Path(root) / ".meltano" / "target-noojee" / "ledger.sqlite"
     return Path("noojee-ledger.sqlite")
+
+
+def ledger_url(config: Mapping[str, Any]) -> str:
+    """The SQLAlchemy URL of the ledger: `ledger_url`, else the SQLite file `ledger_path`."""
+    url = config.get("ledger_url")
+    if url:
+        return str(url)
+    path = Path(config.get("ledger_path") or default_ledger_path())
+    return f"sqlite:///{path}"
+
+
+def safe_url(url: str) -> str:
+    """The URL without its password, for messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # an unparseable URL: say nothing of it
+        return "(unparseable ledger_url)"
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for SQLite or PostgreSQL (through psycopg 3, whatever the URL's driver)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+        return sa.create_engine(parsed, pool_pre_ping=True, pool_size=4, max_overflow=4)
+    if parsed.get_backend_name() != "sqlite":
+        raise ValueError("ledger_url must be sqlite:///<file> or postgresql://...")
+    if parsed.database and parsed.database != ":memory:":
+        folder = Path(parsed.database).parent
+        if folder != Path():
+            folder.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(parsed, connect_args={"timeout": 30})
+
+    @sa.event.listens_for(engine, "connect")
+    def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")  # atomic across kills; cheap commits
+        cursor.close()
+
+    return engine
+
+
+def open_ledger(config: Mapping[str, Any]) -> Ledger:
+    """The ledger a run's config names; a ConfigError naming `ledger_url` when it cannot open."""
+    url = ledger_url(config)
+    try:
+        return Ledger(url, pbx_identity(str(config.get("base_url", ""))))
+    except (sa.exc.SQLAlchemyError, ValueError, OSError, ImportError) as exc:
+        setting = "ledger_url" if config.get("ledger_url") else "ledger_path"
+        raise ConfigError(
+            setting,
+            f"setting `{setting}`: cannot open the ledger at {safe_url(url)} "
+            f"({type(exc).__name__}: {_first_line(exc, url)})",
+        ) from None
+
+
+def _first_line(exc: BaseException, url: str) -> str:
+    """An error's first line, without the URL's password."""
+    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    line = text[0] if text else "no details"
+    password = make_url(url).password if "://" in url else None
+    if password:
+        line = line.replace(str(password), "***")
+    return line[:160]
 
 
 def pbx_identity(base_url: str) -> str:
@@ -128,59 +209,101 @@ class DueReject:
 
 
 _ENTRY = "fingerprint, outcome, code, at, stream, version, on_pbx, redeliveries, closed"
+_UPSERT = sa.text(
+    "INSERT INTO leads (pbx, campaign_id, external_id, fingerprint, outcome, code, at, "
+    "stream, version, on_pbx, lead, endpoint, ids, redeliveries, closed) "
+    "VALUES (:pbx, :campaign_id, :external_id, :fingerprint, :outcome, :code, :at, :stream, "
+    ":version, :on_pbx_new, :lead, :endpoint, :ids, :redelivered, :closed_new) "
+    "ON CONFLICT (pbx, campaign_id, external_id) DO UPDATE SET "
+    "fingerprint = excluded.fingerprint, outcome = excluded.outcome, "
+    "code = excluded.code, at = excluded.at, "
+    "stream = COALESCE(excluded.stream, leads.stream), "
+    "version = COALESCE(excluded.version, leads.version), "
+    "on_pbx = COALESCE(:on_pbx, leads.on_pbx), closed = COALESCE(:closed, leads.closed), "
+    "lead = excluded.lead, endpoint = excluded.endpoint, ids = excluded.ids, "
+    "redeliveries = CASE WHEN :failed_again = 1 THEN leads.redeliveries + 1 ELSE 0 END"
+)
 
 
 class Ledger:
-    """Thread-safe access to the ledger file (several processes may share it)."""
+    """Thread-safe access to the ledger (several processes may share it)."""
 
-    def __init__(self, path: str | os.PathLike[str], pbx: str) -> None:
-        self.path = Path(path)
-        if self.path.parent != Path():
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(self, url_or_path: str | os.PathLike[str], pbx: str) -> None:
+        text = str(url_or_path)
+        self.url = text if "://" in text else f"sqlite:///{text}"
+        self._engine = make_engine(self.url)
+        self.sqlite = self._engine.dialect.name == "sqlite"
         self._pbx = pbx
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(
-            str(self.path), timeout=30, check_same_thread=False, isolation_level=None
-        )
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")  # atomic across kills; cheap commits
+        self._lock = threading.Lock()  # one statement at a time from this process
         self._upgrade()
+
+    @contextmanager
+    def _tx(self) -> Iterator[Connection]:
+        """One committed transaction (SQLite: taking the write lock at once)."""
+        with self._lock, self._engine.connect() as conn:
+            if self.sqlite:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            else:
+                conn.begin()
+            try:
+                yield conn
+            except BaseException:
+                conn.rollback()
+                raise
+            conn.commit()
 
     def _upgrade(self) -> None:
         """Bring a ledger of any earlier version to this one, in place, in one transaction."""
-        db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            for table in _TABLES:
-                db.execute(table)
-            have = {row[1] for row in db.execute("PRAGMA table_info(leads)")}
+        with self._tx() as conn:
+            if not self.sqlite:  # two targets starting at once upgrade one after the other
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY})
+            for table in _tables(self.sqlite):
+                conn.exec_driver_sql(table)
+            have = {c["name"] for c in sa.inspect(conn).get_columns("leads")}
             for name, kind, fill in _ADDED_COLUMNS:
                 if name not in have:
-                    db.execute(f"ALTER TABLE leads ADD COLUMN {name} {kind}")
+                    conn.exec_driver_sql(f"ALTER TABLE leads ADD COLUMN {name} {kind}")
                     if fill is not None:
-                        db.execute(f"UPDATE leads SET {name} = ({fill})")
-            db.execute("DELETE FROM schema_version")
-            db.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+                        conn.exec_driver_sql(
+                            f"UPDATE leads SET {name} = CASE WHEN {fill} THEN 1 ELSE 0 END"
+                        )
+            conn.exec_driver_sql("DELETE FROM schema_version")
+            conn.execute(
+                sa.text("INSERT INTO schema_version (version) VALUES (:v)"), {"v": SCHEMA_VERSION}
+            )
 
     @property
     def schema_version(self) -> int:
         """The version of the ledger's tables."""
-        with self._lock:
-            row = self._db.execute("SELECT version FROM schema_version").fetchone()
+        with self._tx() as conn:
+            row = conn.exec_driver_sql("SELECT version FROM schema_version").fetchone()
         return int(row[0]) if row else 0
 
     def get(self, campaign_id: int, external_id: str) -> Entry | None:
         """The last outcome recorded for a lead, or None."""
-        with self._lock:
-            row = self._db.execute(
-                f"SELECT {_ENTRY} FROM leads WHERE pbx = ? AND campaign_id = ? AND external_id = ?",
-                (self._pbx, campaign_id, external_id),
-            ).fetchone()
-        return _entry(row) if row else None
+        return self.get_many(campaign_id, [external_id]).get(external_id)
+
+    def get_many(self, campaign_id: int, external_ids: Iterable[str]) -> dict[str, Entry]:
+        """What the ledger knows of several leads of a campaign, in few queries."""
+        wanted = sorted(set(external_ids))
+        found: dict[str, Entry] = {}
+        query = sa.text(
+            f"SELECT external_id, {_ENTRY} FROM leads WHERE pbx = :pbx "
+            "AND campaign_id = :campaign_id AND external_id IN :ids"
+        ).bindparams(sa.bindparam("ids", expanding=True))
+        with self._tx() as conn:
+            for start in range(0, len(wanted), _BATCH):
+                rows = conn.execute(
+                    query,
+                    {
+                        "pbx": self._pbx,
+                        "campaign_id": campaign_id,
+                        "ids": wanted[start : start + _BATCH],
+                    },
+                )
+                for row in rows:
+                    found[str(row[0])] = _entry(tuple(row[1:]))
+        return found
 
     def record(
         self,
@@ -205,100 +328,126 @@ class Ledger:
         on_pbx = {DELIVERED: 1, CLOSED: 1, CLOSE_UNKNOWN: 0}.get(outcome)
         closed = {DELIVERED: 0, CLOSED: 1, CLOSE_UNKNOWN: 1}.get(outcome)
         keep = rejected_lead is not None and outcome == REJECTED
-        with self._lock:
-            self._db.execute(
-                "INSERT INTO leads (pbx, campaign_id, external_id, fingerprint, outcome, code, at, "
-                "stream, version, on_pbx, lead, endpoint, ids, redeliveries, closed) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (pbx, campaign_id, external_id) DO UPDATE SET "
-                "fingerprint = excluded.fingerprint, outcome = excluded.outcome, "
-                "code = excluded.code, at = excluded.at, "
-                "stream = COALESCE(excluded.stream, leads.stream), "
-                "version = COALESCE(excluded.version, leads.version), "
-                "on_pbx = COALESCE(?, leads.on_pbx), closed = COALESCE(?, leads.closed), "
-                "lead = excluded.lead, endpoint = excluded.endpoint, ids = excluded.ids, "
-                "redeliveries = CASE WHEN ? THEN leads.redeliveries + 1 ELSE 0 END",
-                (
-                    self._pbx,
-                    campaign_id,
-                    external_id,
-                    lead_fingerprint,
-                    outcome,
-                    None if code is None else str(code),
-                    time.time(),
-                    stream,
-                    version,
-                    on_pbx or 0,
-                    json.dumps(dict(rejected_lead)) if keep and rejected_lead else None,
-                    endpoint if keep else None,
-                    json.dumps(dict(ids)) if keep and ids else None,
-                    1 if redelivery else 0,
-                    closed or 0,
-                    on_pbx,
-                    closed,
-                    1 if redelivery and outcome == REJECTED else 0,
-                ),
-            )
+        params = {
+            "pbx": self._pbx,
+            "campaign_id": campaign_id,
+            "external_id": external_id,
+            "fingerprint": lead_fingerprint,
+            "outcome": outcome,
+            "code": None if code is None else str(code),
+            "at": time.time(),
+            "stream": stream,
+            "version": version,
+            "on_pbx_new": on_pbx or 0,
+            "closed_new": closed or 0,
+            "on_pbx": on_pbx,
+            "closed": closed,
+            "lead": json.dumps(dict(rejected_lead)) if keep and rejected_lead else None,
+            "endpoint": endpoint if keep else None,
+            "ids": json.dumps(dict(ids)) if keep and ids else None,
+            "redelivered": 1 if redelivery else 0,
+            "failed_again": 1 if redelivery and outcome == REJECTED else 0,
+        }
+        with self._tx() as conn:
+            conn.execute(_UPSERT, params)
 
     def seen(self, campaign_id: int, stream: str, version: int, external_ids: list[str]) -> None:
         """Mark leads as present in a full-table version of a stream (one transaction)."""
         if not external_ids:
             return
-        with self._lock:
-            self._db.execute("BEGIN")
-            try:
-                self._db.executemany(
-                    "UPDATE leads SET stream = ?, version = ? "
-                    "WHERE pbx = ? AND campaign_id = ? AND external_id = ?",
-                    [(stream, version, self._pbx, campaign_id, e) for e in external_ids],
-                )
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._tx() as conn:
+            conn.execute(
+                sa.text(
+                    "UPDATE leads SET stream = :stream, version = :version WHERE pbx = :pbx "
+                    "AND campaign_id = :campaign_id AND external_id = :external_id"
+                ),
+                [
+                    {
+                        "stream": stream,
+                        "version": version,
+                        "pbx": self._pbx,
+                        "campaign_id": campaign_id,
+                        "external_id": e,
+                    }
+                    for e in external_ids
+                ],
+            )
 
-    def open_leads(self, campaign_id: int, stream: str) -> list[tuple[str, int | None]]:
-        """(external id, last version seen) of the stream's leads the PBX holds open."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT external_id, version FROM leads "
-                "WHERE pbx = ? AND campaign_id = ? AND stream = ? AND on_pbx = 1 AND closed = 0",
-                (self._pbx, campaign_id, stream),
+    def open_leads(self, campaign_id: int, stream: str) -> list[tuple[str, int | None, float]]:
+        """(external id, last version seen, last written) of the stream's open leads."""
+        with self._tx() as conn:
+            rows = conn.execute(
+                sa.text(
+                    "SELECT external_id, version, at FROM leads WHERE pbx = :pbx "
+                    "AND campaign_id = :campaign_id AND stream = :stream "
+                    "AND on_pbx = 1 AND closed = 0"
+                ),
+                {"pbx": self._pbx, "campaign_id": campaign_id, "stream": stream},
             ).fetchall()
-        return [(str(e), None if v is None else int(v)) for e, v in rows]
+        return [(str(e), None if v is None else int(v), float(at)) for e, v, at in rows]
 
-    def version_before(self, campaign_id: int, stream: str, version: int) -> int | None:
-        """The latest version of a stream before `version` that reached the end of input."""
-        with self._lock:
-            row = self._db.execute(
-                "SELECT MAX(version) FROM versions "
-                "WHERE pbx = ? AND campaign_id = ? AND stream = ? AND version < ?",
-                (self._pbx, campaign_id, stream, version),
+    def version_before(
+        self, campaign_id: int, stream: str, version: int
+    ) -> tuple[int, float] | None:
+        """The latest version of a stream before `version` that reached the end of input, and
+        when it did."""
+        with self._tx() as conn:
+            row = conn.execute(
+                sa.text(
+                    "SELECT version, ended_at FROM versions WHERE pbx = :pbx "
+                    "AND campaign_id = :campaign_id AND stream = :stream AND version < :version "
+                    "ORDER BY version DESC LIMIT 1"
+                ),
+                {
+                    "pbx": self._pbx,
+                    "campaign_id": campaign_id,
+                    "stream": stream,
+                    "version": version,
+                },
             ).fetchone()
-        return None if row is None or row[0] is None else int(row[0])
+        return None if row is None else (int(row[0]), float(row[1]))
 
     def end_version(self, campaign_id: int, stream: str, version: int) -> None:
         """Record that a version of a stream reached the end of input."""
-        with self._lock:
-            self._db.execute(
-                "INSERT OR REPLACE INTO versions (pbx, campaign_id, stream, version, ended_at) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (self._pbx, campaign_id, stream, version, time.time()),
+        with self._tx() as conn:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO versions (pbx, campaign_id, stream, version, ended_at) "
+                    "VALUES (:pbx, :campaign_id, :stream, :version, :at) "
+                    "ON CONFLICT (pbx, campaign_id, stream, version) "
+                    "DO UPDATE SET ended_at = excluded.ended_at"
+                ),
+                {
+                    "pbx": self._pbx,
+                    "campaign_id": campaign_id,
+                    "stream": stream,
+                    "version": version,
+                    "at": time.time(),
+                },
             )
 
     def due_rejects(
-        self, campaign_id: int, after_s: Mapping[int, float], max_redeliveries: int
+        self, campaign_id: int, stream: str, after_s: Mapping[int, float], max_redeliveries: int
     ) -> list[DueReject]:
-        """Rejected leads of a campaign whose code's wait has passed, fewest tries first."""
+        """Rejected leads of a stream and campaign whose code's wait has passed."""
         if not after_s:
             return []
         now = time.time()
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT external_id, code, endpoint, ids, lead, fingerprint, stream, "
-                "redeliveries, at FROM leads WHERE pbx = ? AND campaign_id = ? "
-                "AND outcome = ? AND lead IS NOT NULL AND redeliveries < ?",
-                (self._pbx, campaign_id, REJECTED, max_redeliveries),
+        with self._tx() as conn:
+            rows = conn.execute(
+                sa.text(
+                    "SELECT external_id, code, endpoint, ids, lead, fingerprint, stream, "
+                    "redeliveries, at FROM leads WHERE pbx = :pbx AND campaign_id = :campaign_id "
+                    "AND stream = :stream AND outcome = :outcome AND lead IS NOT NULL "
+                    "AND redeliveries < :most"
+                ),
+                {
+                    "pbx": self._pbx,
+                    "campaign_id": campaign_id,
+                    "stream": stream,
+                    "outcome": REJECTED,
+                    "most": max_redeliveries,
+                },
             ).fetchall()
         due = []
         for ext, code, endpoint, ids, lead, fp, stream, tries, at in rows:
@@ -321,18 +470,28 @@ class Ledger:
 
     def count(self) -> int:
         """Rows for this PBX (for tests and operators)."""
-        with self._lock:
-            row = self._db.execute("SELECT COUNT(*) FROM leads WHERE pbx = ?", (self._pbx,))
-            return int(row.fetchone()[0])
+        with self._tx() as conn:
+            row = conn.execute(
+                sa.text("SELECT COUNT(*) FROM leads WHERE pbx = :pbx"), {"pbx": self._pbx}
+            ).fetchone()
+        return int(row[0]) if row else 0
 
     def close(self) -> None:
-        """Close the connection (checkpointing the WAL)."""
+        """Close the connections (SQLite checkpoints its WAL)."""
         with self._lock:
-            self._db.close()
+            self._engine.dispose()
 
 
 def _entry(row: tuple[Any, ...]) -> Entry:
     fp, outcome, code, at, stream, version, on_pbx, tries, closed = row
     return Entry(
-        fp, outcome, code, at, stream, version, bool(on_pbx), int(tries or 0), bool(closed)
+        fp,
+        outcome,
+        code,
+        float(at),
+        stream,
+        None if version is None else int(version),
+        bool(on_pbx),
+        int(tries or 0),
+        bool(closed),
     )

@@ -68,6 +68,7 @@ class _Versions:
     records: int = 0  # records of the current version seen so far
     complete: int | None = None  # a version proven complete by a trailing ACTIVATE_VERSION
     complete_seq: int | None = None  # the watermark number held for its closes
+    blind: bool = False  # some of its rows could not be identified: it closes nothing
 
 
 @dataclass
@@ -107,17 +108,19 @@ class Lifecycle:
 
     # --- while reading ---------------------------------------------------------------------
 
-    def record_version(self, stream: str, version: int | None) -> int | None:
-        """A record of a stream arrived with this message version: the version it belongs to."""
+    def record_version(self, stream: str, version: int | None) -> tuple[int | None, int | None]:
+        """A record of a stream arrived with this message version: the version it belongs to,
+        and the watermark number of a complete version that a newer one replaces."""
         state = self._versions.setdefault(stream, _Versions())
         if version is None:
             version = state.current
         if version is None:
-            return None
+            return None, None
+        dropped = None
         if version != state.current:
-            state.current, state.records = version, 0
+            dropped = self._begin(state, version)
         state.records += 1
-        return version
+        return version, dropped
 
     def activate_version(self, stream: str, version: int, seq: int) -> tuple[bool, int | None]:
         """An ACTIVATE_VERSION arrived: whether it completes a version (which then holds `seq`),
@@ -127,8 +130,19 @@ class Lifecycle:
             replaced = state.complete_seq
             state.complete, state.complete_seq = version, seq
             return True, replaced
+        return False, self._begin(state, version) if version != state.current else None
+
+    @staticmethod
+    def _begin(state: _Versions, version: int) -> int | None:
+        """A new version begins; a complete one of this run is superseded by it (its seq)."""
+        dropped = state.complete_seq if state.complete is not None else None
         state.current, state.records = version, 0
-        return False, None
+        state.complete, state.complete_seq, state.blind = None, None, False
+        return dropped
+
+    def blind(self, stream: str) -> None:
+        """A row of the current version was filtered out before its lead id could be read."""
+        self._versions.setdefault(stream, _Versions()).blind = True
 
     def seen(self, campaign_id: int, stream: str, version: int | None, external_id: Any) -> None:
         """A row of the source was present in a version (sent, unchanged, filtered or not)."""
@@ -169,10 +183,21 @@ class Lifecycle:
             return [], None
         self.flush_seen()
         present = self._seen_now.get((campaign_id, stream), set())
-        open_leads = [(e, v) for e, v in self._ledger.open_leads(campaign_id, stream)]
+        open_leads = self._ledger.open_leads(campaign_id, stream)
+        if state.blind:
+            LOGGER.warning(
+                "stream %r: a stream map filtered out rows of version %s whose njExternalLeadId "
+                "it computes: this version cannot tell which leads left the source; it closes "
+                "none",
+                stream,
+                state.complete or state.current,
+            )
+            if state.complete is not None:
+                return [], state.complete_seq
+            return [], None
         if state.complete is not None:
             version, seq = state.complete, state.complete_seq
-            missing = [e for e, v in open_leads if v != version and e not in present]
+            missing = [e for e, v, _at in open_leads if v != version and e not in present]
         else:
             assert state.current is not None
             version, seq = state.current, end_seq
@@ -187,7 +212,14 @@ class Lifecycle:
                     version,
                 )
                 return [], None
-            missing = [e for e, v in open_leads if (v is None or v < before) and e not in present]
+            previous, ended_at = before
+            # Missing from both: last seen before the previous version, or never seen in one
+            # though the ledger held it when the previous version ended.
+            missing = [
+                e
+                for e, v, at in open_leads
+                if e not in present and (v < previous if v is not None else at < ended_at)
+            ]
         if not open_leads:
             LOGGER.warning(
                 "stream %r: mirror can close nothing: the ledger knows no lead of this stream "

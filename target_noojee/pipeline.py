@@ -20,10 +20,8 @@ from target_noojee.ledger import (
     DELIVERED,
     LOCAL,
     Entry,
-    Ledger,
-    default_ledger_path,
     fingerprint,
-    pbx_identity,
+    open_ledger,
 )
 from target_noojee.lifecycle import Close, Lifecycle, NotABoolean, Refusal, guard_refuses, is_true
 from target_noojee.mapping import DISPOSITION, LeadMapper, LeadValues, LocalRejection, extract
@@ -55,6 +53,7 @@ DEFAULTS: dict[str, Any] = {
     "progress_interval_s": 10.0,
     "shutdown_grace_s": 30.0,
 }
+STAGED_RECORDS = 256  # records looked up in the ledger together (one query, not 256)
 REJECT_BUDGET_MIN_RECORDS = 100  # the reject budget stops a run early only after this many
 
 
@@ -100,6 +99,8 @@ class Lane:
         """The record's njExternalLeadId read straight from its source field (no conversion)."""
         path = self.settings.mapping.get(EXTERNAL_ID_FIELD)
         value = extract(record, path) if path is not None else None
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)  # as the mapping sends it
         return value if isinstance(value, str) and value.strip() else None
 
     def record_key(self, record: Mapping[str, Any], values: LeadValues | None) -> Any:
@@ -123,10 +124,7 @@ class Pipeline:
         self.full_resend = bool(config.get("full_resend"))
         ratio = config.get("max_reject_ratio")
         self.max_reject_ratio = None if ratio is None else float(ratio)
-        self.ledger = Ledger(
-            config.get("ledger_path") or default_ledger_path(),
-            pbx_identity(str(config.get("base_url", ""))),
-        )
+        self.ledger = open_ledger(config)
         max_concurrency = int(setting(config, "max_concurrency"))
         self.limiter = make_limiter(
             max_concurrency=max_concurrency, concurrency=config.get("concurrency")
@@ -156,10 +154,12 @@ class Pipeline:
         self._seq = -1
         self._reached = -1  # the last record number the pipeline took in
         self._lanes: dict[str, Lane] = {}
+        self._staged: list[tuple[Lane, Job, LeadValues]] = []  # waiting for one ledger look-up
+        self._reached_lanes: set[str] = set()  # streams the current record reached
         self.lifecycle = Lifecycle(self.ledger, dry_run=self.dry_run)
         self._incoming: tuple[bool, int | None] = (False, None)  # (soft-deleted, version)
         self._warned_deletes: set[str] = set()
-        self._redelivering: set[int] = set()  # campaigns whose due rejects were sent
+        self._redelivering: set[str] = set()  # streams whose due rejects were sent
         self._resolved: set[tuple[int, str]] = set()  # re-delivered rejects that landed
         self._refusals: list[Refusal] = []
         self._closed = False
@@ -189,6 +189,7 @@ class Pipeline:
     def open_record(self) -> int:
         """A record arrived: number it and hold the watermark until its leads settle."""
         self._seq = self.watermark.open_record()
+        self._reached_lanes = set()
         return self._seq
 
     def close_record(self, seq: int) -> None:
@@ -198,6 +199,7 @@ class Pipeline:
     def add_state(self, state: Any) -> None:
         """A STATE arrived: it goes out once everything before it is settled."""
         self.watermark.add_state(state)
+        self.flush()  # a tap's checkpoint: what came before it goes out now
 
     def incoming(self, *, deleted: bool, version: int | None) -> None:
         """What the next record's message says beyond its record: a soft delete, a version."""
@@ -209,17 +211,23 @@ class Pipeline:
         if seq % 50 == 49:
             self._check_reject_budget(final=False)
         self.watermark.hold(seq)
+        self._reached_lanes.add(lane.stream)
         deleted, message_version = self._incoming
         settings = lane.settings
-        version = None
-        if settings.mirror:
-            version = self.lifecycle.record_version(lane.stream, message_version)
+        version = self._record_version(lane, message_version)
         values: LeadValues | None = None
         try:
+            # A close needs the lead's id only: a delete marker or an opt-out closes even when
+            # the rest of the record would not map.
+            closing = self._close_reason(lane, record, deleted)
+            if closing is not None:
+                external_id = lane.source_id(record)
+                self.lifecycle.seen(settings.campaign_id, lane.stream, version, external_id)
+                self._plan_close(lane, seq, lane.record_key(record, None), external_id, closing)
+                return
             if invalid is not None:
                 raise LocalRejection(invalid, {})
             values = lane.mapper.values(record)
-            closing = self._close_reason(lane, record, deleted)
         except LocalRejection as rejection:
             external_id = rejection.lead.get(EXTERNAL_ID_FIELD) or lane.source_id(record)
             self.lifecycle.seen(settings.campaign_id, lane.stream, version, external_id)
@@ -228,9 +236,6 @@ class Pipeline:
             return
         external_id = values.get(EXTERNAL_ID_FIELD)
         self.lifecycle.seen(settings.campaign_id, lane.stream, version, external_id)
-        if closing is not None:
-            self._plan_close(lane, seq, lane.record_key(record, values), external_id, closing)
-            return
         if deleted:
             self._skip_delete(lane, seq)
             return
@@ -240,16 +245,37 @@ class Pipeline:
                 self.watermark.release(superseded.seq)  # a later record of the lead wins
         job = self._job(lane, seq, record, values)
         job.version = version
-        entry = self._entry(job)
+        self._staged.append((lane, job, values))
+        if len(self._staged) >= STAGED_RECORDS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Look the staged leads up in the ledger in one query per campaign, then send them."""
+        staged, self._staged = self._staged, []
+        wanted: dict[int, list[str]] = {}
+        for _lane, job, _values in staged:
+            if job.external_id is not None:
+                wanted.setdefault(job.ids["fCampaignId"], []).append(job.external_id)
+        known = {c: self.ledger.get_many(c, ids) for c, ids in wanted.items()}
+        for lane, job, values in staged:
+            entry = None
+            if job.external_id is not None:
+                entry = known[job.ids["fCampaignId"]].get(job.external_id)
+            self._decide(lane, job, values, entry)
+
+    def _decide(self, lane: Lane, job: Job, values: LeadValues, entry: Entry | None) -> None:
+        """Send a lead, or settle it at once: unchanged, or a reopen that cannot be sent."""
+        if job.operation == "upsert" and entry is not None and entry.on_pbx:
+            job.endpoint = UPDATE  # a known lead: one update, no 112 first
         if entry is not None and entry.closed:
             try:
-                self._reopen(lane, job, values, entry)
+                self._reopen(lane, job, values)
             except LocalRejection as rejection:
-                self._reject_local(lane, seq, job.key, rejection, external_id=external_id)
+                self._reject_local(lane, job.seq, job.key, rejection, external_id=job.external_id)
                 return
         elif self._unchanged(job, entry):
             self.stats.add(lane.stream, UNCHANGED)
-            self.watermark.release(seq)
+            self.watermark.release(job.seq)
             return
         self._send(lane, job)
 
@@ -261,14 +287,28 @@ class Pipeline:
         self._start_progress()
         self.delivery.submit(job)
 
-    def filtered(self, stream: str, record: Any) -> None:
-        """A record a stream map filtered out: its row still exists in the source (mirror)."""
-        lane = self._lanes.get(stream)
-        if lane is None or not lane.settings.mirror or not isinstance(record, Mapping):
-            return
-        _deleted, message_version = self._incoming
-        version = self.lifecycle.record_version(stream, message_version)
-        self.lifecycle.seen(lane.settings.campaign_id, stream, version, lane.source_id(record))
+    def _record_version(self, lane: Lane, message_version: int | None) -> int | None:
+        """The full-table version a record of a mirrored stream belongs to."""
+        if not lane.settings.mirror:
+            return None
+        version, dropped = self.lifecycle.record_version(lane.stream, message_version)
+        if dropped is not None:
+            self.watermark.release(dropped)  # a newer version replaces a complete one
+        return version
+
+    def filtered(self, streams: Sequence[str], record: Any) -> None:
+        """Streams whose stream map filtered the record out: its row still exists (mirror)."""
+        for stream in streams:
+            lane = self._lanes.get(stream)
+            if lane is None or stream in self._reached_lanes or not lane.settings.mirror:
+                continue
+            version = self._record_version(lane, self._incoming[1])
+            external_id = lane.source_id(record) if isinstance(record, Mapping) else None
+            if external_id is None:
+                # Its id is computed by the map that dropped it: the version cannot say which
+                # leads it holds, so it closes none.
+                self.lifecycle.blind(stream)
+            self.lifecycle.seen(lane.settings.campaign_id, stream, version, external_id)
 
     def activate_version(self, streams: Sequence[str], version: int) -> None:
         """An ACTIVATE_VERSION for the streams a tap stream maps to."""
@@ -279,7 +319,7 @@ class Pipeline:
             seq = self.watermark.open_record()
             complete, replaced = self.lifecycle.activate_version(stream, version, seq)
             if replaced is not None:
-                self.watermark.release(replaced)
+                self.watermark.release(replaced)  # an earlier complete version's hold
             if not complete:
                 self.watermark.release(seq)
 
@@ -331,7 +371,7 @@ class Pipeline:
         self.stats.add(lane.stream, UNCHANGED)
         self.watermark.release(seq)
 
-    def _reopen(self, lane: Lane, job: Job, values: LeadValues, entry: Entry) -> None:
+    def _reopen(self, lane: Lane, job: Job, values: LeadValues) -> None:
         """A closed lead comes back open: it needs a disposition that opens it."""
         reopen = lane.settings.reopen_disposition
         if values.get(DISPOSITION) is None:
@@ -413,11 +453,11 @@ class Pipeline:
     def _redeliver(self, lane: Lane) -> None:
         """At a stream's start: send again the rejects of its campaign whose wait is over."""
         settings = lane.settings
-        if not settings.redeliver_after_s or settings.campaign_id in self._redelivering:
+        if not settings.redeliver_after_s or lane.stream in self._redelivering:
             return
-        self._redelivering.add(settings.campaign_id)
+        self._redelivering.add(lane.stream)
         due = self.ledger.due_rejects(
-            settings.campaign_id, settings.redeliver_after_s, settings.max_redeliveries
+            settings.campaign_id, lane.stream, settings.redeliver_after_s, settings.max_redeliveries
         )
         if not due:
             return
@@ -426,16 +466,17 @@ class Pipeline:
         )
         for reject in due:
             entry = {
-                "stream": reject.stream or lane.stream,
+                "stream": lane.stream,
                 "key": reject.external_id,
                 "lead": reject.lead,
-                "ids": reject.ids,
+                "ids": lane.ids,  # today's ids: an allocation may have changed since
                 "endpoint": reject.endpoint,
                 "fingerprint": reject.fingerprint,
             }
             job = self.reject_job(entry, settings.fallback_disposition)
-            job.operation = settings.operation
-            job.delivered_as = REDELIVERED
+            is_close = reject.fingerprint == CLOSED
+            job.operation = CLOSE if is_close else settings.operation
+            job.delivered_as = CLOSED if is_close else REDELIVERED
             job.redelivery = True
             self._send(lane, job, "redeliver")
 
@@ -486,15 +527,6 @@ class Pipeline:
             LocalRejection(reason),
             external_id=lane.source_id(record),
         )
-
-    def _entry(self, job: Job) -> Entry | None:
-        """The ledger's row of the lead; picks upsert's endpoint (a known lead: one update)."""
-        if job.external_id is None:
-            return None
-        entry = self.ledger.get(job.ids["fCampaignId"], job.external_id)
-        if job.operation == "upsert" and entry is not None and entry.on_pbx:
-            job.endpoint = UPDATE
-        return entry
 
     def _unchanged(self, job: Job, entry: Entry | None) -> bool:
         """The ledger holds this very lead as it reached the PBX, and nothing is on its way."""
@@ -630,6 +662,7 @@ class Pipeline:
         On a failure or a signal the caller shuts down: calls in flight get their grace period
         before the client is closed under them.
         """
+        self.flush()
         self._send_closes()
         self.delivery.wait_settled()
         if self._refusals:
@@ -670,7 +703,7 @@ class Pipeline:
         self.delivery.close()
         self.rejects.close()
         if self._resolved:
-            resolve_lines(self.rejects.path, self._resolved)
+            resolve_lines(self.rejects.path, self._resolved, before=self.stats.started_at)
         self.dry_run_file.close()
         self.client.close()
         self.ledger.close()

@@ -145,12 +145,13 @@ def rewrite(path: Path, entries: list[dict[str, Any]]) -> None:
     os.replace(tmp, path)
 
 
-def resolve_lines(path: Path, resolved: set[tuple[int, str]]) -> None:
-    """Drop the lines of leads (campaign, external id) that were re-delivered and landed."""
+def resolve_lines(path: Path, resolved: set[tuple[int, str]], *, before: dt.datetime) -> None:
+    """Drop the lines, written before `before`, of leads (campaign, external id) that were
+    re-delivered and landed; a line of this run (a new reject of the same lead) stays."""
     try:
         with exclusive(path):
             entries = read_entries(path)
-            kept = [e for e in entries if _lead_of(e) not in resolved]
+            kept = [e for e in entries if _lead_of(e) not in resolved or not _older(e, before)]
             if len(kept) != len(entries):
                 rewrite(path, kept)
     except BlockingIOError:
@@ -160,6 +161,13 @@ def resolve_lines(path: Path, resolved: set[tuple[int, str]]) -> None:
             len(resolved),
             path,
         )
+
+
+def _older(entry: Mapping[str, Any], moment: dt.datetime) -> bool:
+    try:
+        return dt.datetime.fromisoformat(str(entry.get("time"))) < moment.replace(microsecond=0)
+    except ValueError:
+        return False
 
 
 def _lead_of(entry: Mapping[str, Any]) -> tuple[int, str] | None:

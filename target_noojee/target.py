@@ -190,6 +190,14 @@ def _config_schema() -> dict[str, Any]:
             "noojee-ledger.sqlite).",
         ),
         th.Property(
+            "ledger_url",
+            th.StringType,
+            secret=True,
+            description="SQLAlchemy URL of the ledger (and of the rejects), e.g. "
+            "postgresql://user:password@host/db (a secret: it may hold a password); "
+            "default: the SQLite file ledger_path.",
+        ),
+        th.Property(
             "full_resend",
             th.BooleanType,
             default=False,
@@ -205,7 +213,8 @@ def _config_schema() -> dict[str, Any]:
             "max_concurrency",
             th.IntegerType(minimum=1, maximum=256),
             default=DEFAULTS["max_concurrency"],
-            description="Upper bound on lead calls in flight; the pace adapts below it.",
+            description="Upper bound on lead calls in flight; the pace adapts below it. A PBX "
+            "of C slots at S ms a call, L ms away, needs about C x (S + L) / S calls in flight.",
         ),
         th.Property(
             "concurrency",
@@ -356,8 +365,8 @@ class TargetNoojee(Target):
         )
         try:
             super()._process_record_message(message_dict)
-            if not self.pipeline.reached(seq):  # a stream map filtered it out
-                self.pipeline.filtered(message_dict["stream"], record)
+            # Streams whose stream map filtered the record out still hold its row (mirror).
+            self.pipeline.filtered(self._aliases(message_dict["stream"]), record)
         except _NOT_THE_RECORDS_FAULT:
             raise
         except Exception as exc:  # the SDK failed on this record (a stream map, a parser ...)
@@ -372,9 +381,11 @@ class TargetNoojee(Target):
     def _process_activate_version_message(self, message_dict: dict) -> None:
         """A full-table version begins or, after its records, is complete (README mirror)."""
         stream = message_dict["stream"]
-        maps = self.mapper.stream_maps.get(stream, [])
-        aliases = [m.stream_alias for m in maps] or [stream]
-        self.pipeline.activate_version(aliases, int(message_dict["version"]))
+        self.pipeline.activate_version(self._aliases(stream), int(message_dict["version"]))
+
+    def _aliases(self, stream: str) -> list[str]:
+        """The streams a tap stream becomes through stream maps (itself without any)."""
+        return [m.stream_alias for m in self.mapper.stream_maps.get(stream, [])] or [stream]
 
     def _process_state_message(self, message_dict: dict) -> None:
         self._assert_line_requires(message_dict, requires={"value"})

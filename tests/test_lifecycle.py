@@ -306,3 +306,77 @@ def test_an_unchanged_invalid_record_is_rejected_once(sim: Simulator, tmp_path: 
     second = run_target(config(sim, tmp_path), messages, tmp_path)
     assert second.returncode == 0 and len(second.rejects) == 1
     assert report(tmp_path)["unchanged"] == 1
+
+
+def test_a_close_needs_only_the_id_even_when_the_rest_would_not_map(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    load(sim, tmp_path, 3)
+    messages = [
+        schema_msg(),
+        record_msg(lead(1, opted_out=True, phone="not a phone")),
+        {**deleted(2), "record": {"id": "L00002", "_sdc_deleted_at": "2026-11-30T10:00:00Z"}},
+        state_msg(2),
+    ]
+    result = run_target(config(sim, tmp_path, close_field="opted_out"), messages, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert closed(sim) == {"L00001", "L00002"} and result.rejects == []
+
+
+def test_a_rejected_close_redelivered_stays_a_close_and_can_reopen(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    load(sim, tmp_path, 1)
+    sim.set_editing(41, "L00000", True)
+    cfg = config(sim, tmp_path, redeliver_after_s={"110": 0}, reopen_disposition="Call Back")
+    first = run_target(cfg, [schema_msg(), deleted(0)], tmp_path)
+    assert [(r["key"], r["code"]) for r in first.rejects] == [("L00000", 110)]
+    sim.set_editing(41, "L00000", False)
+    assert run_target(cfg, [schema_msg()], tmp_path).returncode == 0  # the close, re-delivered
+    assert closed(sim) == {"L00000"}
+    back = run_target(cfg, [schema_msg(), record_msg(lead(0))], tmp_path)
+    assert back.returncode == 0, back.stderr
+    assert sim.lead(41, "L00000")["disposition"] == "Call Back"
+
+
+def test_a_landed_redelivery_keeps_this_runs_new_reject_lines(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    sim.add_dnc("0400000001")
+    run_target(config(sim, tmp_path), [schema_msg(), record_msg(lead(1))], tmp_path)
+    sim.remove_dnc("0400000001")
+    time.sleep(1.1)  # reject lines carry whole seconds
+    cfg = config(sim, tmp_path, redeliver_after_s={"104": 0})
+    result = run_target(cfg, [schema_msg(), record_msg(lead(1, phone="garbage"))], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert [(r["key"], r["code"]) for r in result.rejects] == [("L00001", "local")]
+
+
+def test_a_complete_version_then_a_newer_one_in_the_same_run_closes_nothing(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    cfg = config(sim, tmp_path, mirror=True)
+    assert run_target(cfg, full_table(list(range(5)), 1, trailing=True), tmp_path).returncode == 0
+    both = (
+        full_table(list(range(5)), 2, trailing=True)
+        + full_table(list(range(5)), 3, trailing=False)[1:]
+    )
+    result = run_target(cfg, both, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert closed(sim) == set()
+    assert result.states[-1] == state_msg(3)["value"]
+
+
+def test_rows_a_stream_map_filters_are_not_closed_by_a_mirror(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    mapping = {"njExternalLeadId": "ext", "Name": "name", "FirstPhone": "phone"}
+    maps = {"contacts": {"ext": "id", "__filter__": "name != 'Moved'"}}
+    cfg = config(sim, tmp_path, mirror=True, mapping=mapping, stream_maps=maps)
+    assert run_target(cfg, full_table(list(range(5)), 1, trailing=True), tmp_path).returncode == 0
+    moved = full_table(list(range(5)), 2, trailing=True)
+    moved[3] = {**moved[3], "record": {**moved[3]["record"], "name": "Moved"}}
+    result = run_target(cfg, moved, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert closed(sim) == set()
+    assert "closes none" in result.stderr

@@ -113,6 +113,11 @@ def test_a_foreign_answer_is_described_without_the_key_or_the_markup() -> None:
     assert describe_page(None, "", key) == "no content type, empty body"
     other = describe_page("text/plain", "denied apiKey=abc123&x=1", key)
     assert "abc123" not in other and "apiKey=***" in other
+    odd = "k/y+z=="
+    encoded = describe_page(
+        "text/html", "url: /x%3FapiKey%3Dk%2Fy%2Bz%3D%3D or k%2Fy%2Bz%3D%3D", odd
+    )
+    assert "k%2Fy" not in encoded and odd not in encoded
     outcome = classify(400, None, 0.1, page=lambda: text)
     assert (
         outcome.kind is Kind.FOREIGN

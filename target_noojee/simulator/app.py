@@ -9,15 +9,21 @@ A lead call goes through these steps (the first that applies decides the reply):
 2. apiKey missing or wrong -> HTTP 401 (counted under code 401).
 3. A manual import is running -> 109 at once, without taking a slot: the real PBX fails lead calls
    during an import; 109 (back off and retry) is the code a client must treat that way.
-4. Wait for a slot in FIFO order; still queued after ``queue_timeout_s`` -> 109, not processed.
+4. Wait for a slot (``queue``: "fifo", or "barging" as Java's non-fair `Semaphore`; slots the
+   dialer holds, ``dialer_load``, are not available); still queued after ``queue_timeout_s`` ->
+   109, not processed.
 5. Holding the slot: an import that started meanwhile -> 109; otherwise sleep the service time
-   (``service_ms`` + ``service_growth_ms_per_1000`` per 1000 leads held).
+   (``service_ms`` + ``service_growth_ms_per_1000`` per 1000 leads held; with ``service_cv`` a
+   lognormal draw of that mean and coefficient of variation).
 6. ``fault_rate``: 103 EXCEPTION (HTTP 500), the lead untouched.
 7. Validate and apply the call (`state.LeadStore`; its docstring gives the order of the codes).
    With ``id_in_query`` (an early PBX build) updateLeadFast takes njExternalLeadId from the query
    string only: the body's own is dropped and the query's, if any, put in its place (none: 113).
 8. The slot is released; with probability ``drop_rate`` a committed call (code 0) loses its reply:
    the connection closes with no response.
+
+``latency_ms`` is the network round trip, outside the slot: half of it (each half jittered by
++-20%) before the call reaches the queue, half after it leaves the slot.
 
 Outages act on connections: "refuse" closes the listening socket (re-opened on the same port when
 the outage ends) and drops open connections; "reset" accepts and resets every connection. List
@@ -29,17 +35,19 @@ outages work the same over TLS.
 
 from __future__ import annotations
 
+import functools
 import hmac
+import math
 import random
 import ssl
 import threading
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from target_noojee import codes
-from target_noojee.simulator.capacity import Capacity
+from target_noojee.simulator.capacity import Capacity, parse_dialer_load
 from target_noojee.simulator.fixture import Fixture, coerce_fixture
 from target_noojee.simulator.gateway import DEFAULT_CONTENT_TYPE, Gateway
 from target_noojee.simulator.server import INVALID_BODY, PBXServer, RawReply, Reply
@@ -98,6 +106,10 @@ class Simulator:
         id_in_query: bool = False,
         tls_cert: str | Path | None = None,
         tls_key: str | Path | None = None,
+        queue: str = "fifo",
+        service_cv: float = 0.0,
+        latency_ms: float = 0.0,
+        dialer_load: str | Sequence[tuple[float, int]] | None = None,
     ) -> None:
         if not api_key:
             raise ValueError("api_key must not be empty")
@@ -107,7 +119,15 @@ class Simulator:
         self._api_key = api_key.encode()
         self.fixture = coerce_fixture(fixture)
         self._store = LeadStore(self.fixture)
-        self._capacity = Capacity(slots)
+        self._capacity = Capacity(slots, queue=queue)
+        self._service_cv = _non_negative("service_cv", service_cv)
+        self._latency_ms = _non_negative("latency_ms", latency_ms)
+        self._dialer_load = (
+            parse_dialer_load(dialer_load)
+            if isinstance(dialer_load, str)
+            else list(dialer_load or [])
+        )
+        self._timing_rng = random.Random(None if seed is None else seed + 1)
         self._service_ms = float(service_ms)
         self._growth_ms = float(service_growth_ms_per_1000)
         self._queue_timeout_s = float(queue_timeout_s)
@@ -145,6 +165,8 @@ class Simulator:
                 self._server = PBXServer(self._address, self, self._tls)
                 self._address = (self._address[0], self._server.server_port)
                 self._serve()
+                for at, held in self._dialer_load:
+                    self._after(at, functools.partial(self.set_dialer_slots, held))
         return self
 
     def stop(self) -> None:
@@ -331,6 +353,18 @@ class Simulator:
         """Change the service-time growth per 1000 leads held."""
         self._growth_ms = max(0.0, float(ms_per_1000))
 
+    def set_service_cv(self, cv: float) -> None:
+        """Change the service times' coefficient of variation (0: every call takes the mean)."""
+        self._service_cv = _non_negative("service_cv", cv)
+
+    def set_latency_ms(self, ms: float) -> None:
+        """Change the network round trip added outside the slot."""
+        self._latency_ms = _non_negative("latency_ms", ms)
+
+    def set_dialer_slots(self, held: int) -> None:
+        """Let the PBX's own dialer work hold `held` slots (lead calls get the rest)."""
+        self._capacity.set_reserved(int(held))
+
     def set_queue_timeout_s(self, seconds: float) -> None:
         """Change how long a call may queue before it fails with 109."""
         self._queue_timeout_s = max(0.0, float(seconds))
@@ -416,6 +450,25 @@ class Simulator:
 
     def lead_call(self, method: str, query: dict[str, str], body: Any) -> Reply | None:
         """insertLeadFast / updateLeadFast through capacity and faults; None: drop the reply."""
+        self._network_delay()
+        try:
+            return self._lead_call(method, query, body)
+        finally:
+            self._network_delay()
+
+    def _network_delay(self) -> None:
+        """Half the network round trip, jittered: the way to or from the PBX, outside any slot."""
+        if self._latency_ms > 0:
+            self._stopping.wait(self._latency_ms / 2000.0 * self._timing_rng.uniform(0.8, 1.2))
+
+    def _service_s(self) -> float:
+        mean = (self._service_ms + self._growth_ms * len(self._store) / 1000.0) / 1000.0
+        if self._service_cv <= 0 or mean <= 0:
+            return mean
+        sigma2 = math.log1p(self._service_cv**2)
+        return self._timing_rng.lognormvariate(math.log(mean) - sigma2 / 2, math.sqrt(sigma2))
+
+    def _lead_call(self, method: str, query: dict[str, str], body: Any) -> Reply | None:
         with self._stats_lock:
             self._lead_calls += 1
         if self._import or not self._capacity.acquire(self._queue_timeout_s):
@@ -423,7 +476,7 @@ class Simulator:
         try:
             if self._import:
                 return self._finish(codes.TOO_MANY_CONCURRENT)
-            service_s = (self._service_ms + self._growth_ms * len(self._store) / 1000.0) / 1000.0
+            service_s = self._service_s()
             if service_s > 0 and self._stopping.wait(service_s):
                 return self._finish(codes.EXCEPTION)  # the server is going down mid-call
             if self._fault_rate and self._rng.random() < self._fault_rate:
@@ -500,6 +553,10 @@ class Simulator:
             "slots": self._capacity.slots,
             "service_ms": self._service_ms,
             "service_growth_ms_per_1000": self._growth_ms,
+            "service_cv": self._service_cv,
+            "latency_ms": self._latency_ms,
+            "queue": self._capacity.queue_kind,
+            "dialer_slots": self._capacity.reserved,
             "queue_timeout_s": self._queue_timeout_s,
             "fault_rate": self._fault_rate,
             "drop_rate": self._drop_rate,
@@ -553,6 +610,12 @@ class Simulator:
             self.set_service_ms(float(body["service_ms"]))
         if "service_growth_ms_per_1000" in body:
             self.set_service_growth(float(body["service_growth_ms_per_1000"]))
+        if "service_cv" in body:
+            self.set_service_cv(float(body["service_cv"]))
+        if "latency_ms" in body:
+            self.set_latency_ms(float(body["latency_ms"]))
+        if "dialer_slots" in body:
+            self.set_dialer_slots(int(body["dialer_slots"]))
         if "queue_timeout_s" in body:
             self.set_queue_timeout_s(float(body["queue_timeout_s"]))
         if "fault_rate" in body:
@@ -595,6 +658,9 @@ _CONTROL_KEYS = frozenset(
         "slots",
         "service_ms",
         "service_growth_ms_per_1000",
+        "service_cv",
+        "latency_ms",
+        "dialer_slots",
         "queue_timeout_s",
         "fault_rate",
         "drop_rate",
@@ -605,6 +671,13 @@ _CONTROL_KEYS = frozenset(
         "gateway",
     }
 )
+
+
+def _non_negative(name: str, value: float) -> float:
+    value = float(value)
+    if value < 0:
+        raise ValueError(f"{name} must not be negative, got {value}")
+    return value
 
 
 def _rate(p: float) -> float:

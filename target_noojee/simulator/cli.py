@@ -5,6 +5,8 @@ Prints exactly one line to stdout once it accepts connections:
 ``--tls-key``, which go together). The API key comes from ``--api-key`` or the
 ``NOOJEE_SIM_API_KEY`` environment variable and is never printed. ``--id-in-query`` models the
 early PBX build whose updateLeadFast reads njExternalLeadId from the query string only.
+``--queue``, ``--service-cv``, ``--latency-ms`` and ``--dialer-load`` widen the capacity model
+(queue order, noisy service times, network distance, the dialer's own work).
 """
 
 from __future__ import annotations
@@ -57,6 +59,30 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="early build: updateLeadFast reads njExternalLeadId from the query string only",
     )
+    p.add_argument(
+        "--queue",
+        choices=("fifo", "barging"),
+        default="fifo",
+        help="order queued calls get a freed slot: fifo, or barging as Java's non-fair "
+        "Semaphore (a call arriving as a slot frees takes it first; default fifo)",
+    )
+    p.add_argument(
+        "--service-cv",
+        type=float,
+        default=0.0,
+        help="coefficient of variation of lognormal service times, same mean (default 0)",
+    )
+    p.add_argument(
+        "--latency-ms",
+        type=float,
+        default=0.0,
+        help="network round trip outside the slot, jittered +-20%% (default 0)",
+    )
+    p.add_argument(
+        "--dialer-load",
+        metavar="SCHEDULE",
+        help="slots the PBX's own dialer holds from second T, e.g. 2@0,4@10,0@20",
+    )
     p.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with this PEM cert chain")
     p.add_argument("--tls-key", metavar="FILE", help="the PEM private key of --tls-cert")
     return p
@@ -88,6 +114,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             id_in_query=args.id_in_query,
             tls_cert=args.tls_cert,
             tls_key=args.tls_key,
+            queue=args.queue,
+            service_cv=args.service_cv,
+            latency_ms=args.latency_ms,
+            dialer_load=args.dialer_load,
         )
     except (OSError, ValueError) as exc:
         print(f"noojee-sim: {exc}", file=sys.stderr)
