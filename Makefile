@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit e2e install clean
+.PHONY: demo test lint typecheck unit e2e install clean compat plugin
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +18,8 @@ demo: $(STAMP)
 	$(BIN)/python -m target_noojee.demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check target_noojee tests benchmarks e2e
-	$(BIN)/ruff format --check target_noojee tests benchmarks e2e
+	$(BIN)/ruff check target_noojee tests benchmarks e2e plugin tools
+	$(BIN)/ruff format --check target_noojee tests benchmarks e2e plugin tools
 
 typecheck: $(STAMP)
 	$(BIN)/mypy target_noojee
@@ -58,6 +58,17 @@ e2e: $(STAMP) $(E2E_STAMP) $(MELTANO_STAMP)
 	MELTANO_BIN=$(CURDIR)/$(MELTANO_VENV)/bin/meltano $(BIN)/pytest e2e -v -p no:cacheprovider
 
 test: lint typecheck unit e2e
+
+# compat (not part of `make test`): the unit suite on every pyenv interpreter within
+# requires-python, one at a time, each in its own venv under /tmp/target-noojee-compat
+# (tools/compat.py; PYENV_ROOT and COMPAT_DIR override). About 4-5 minutes an interpreter.
+compat: $(STAMP)
+	$(BIN)/python tools/compat.py
+
+# plugin: rewrite the Meltano plugin definition (plugin/loaders/target-noojee--noojee.yml) and
+# meltano.yml's loader settings from `target-noojee --about` after a setting changes.
+plugin: $(STAMP)
+	$(BIN)/python plugin/generate.py
 
 clean:
 	rm -rf $(VENV) $(MELTANO_VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -7,6 +7,10 @@ floor, so the ratio says what our work costs. Peak memory is the child's own max
 
     .venv/bin/python benchmarks/overhead.py            # 100k and 1M records
     .venv/bin/python benchmarks/overhead.py --quick    # 20k and 200k
+    .venv/bin/python benchmarks/overhead.py --ledger-url postgresql://u:p@127.0.0.1:5432/db
+
+With --ledger-url, 100k records go through the target twice, once with a SQLite ledger and once
+with that ledger (PostgreSQL), each holding the same 100k leads beforehand, beside the floor.
 """
 
 from __future__ import annotations
@@ -124,14 +128,72 @@ def run(argv: list[str], n: int, workdir: Path) -> tuple[float, float]:
     return n / elapsed, usage.ru_maxrss / 1024
 
 
+PBX = "http://127.0.0.1:9"
+HELD = 100_000  # leads each ledger holds before a --ledger-url run
+
+
+def prefill(url: str, n: int) -> None:
+    """A ledger at `url` holding n leads of campaign 41 (the ids the input uses, and more)."""
+    import sqlalchemy as sa
+
+    from target_noojee.ledger import Ledger, make_engine, pbx_identity
+
+    pbx = pbx_identity(PBX)
+    Ledger(url, pbx).close()  # its tables, at the current schema version
+    engine = make_engine(url)
+    rows = [
+        {"pbx": pbx, "c": 41, "e": f"C{i:07d}", "f": f"{i:032x}", "at": time.time()}
+        for i in range(n)
+    ]
+    with engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM leads WHERE pbx = :pbx"), {"pbx": pbx})
+        conn.execute(
+            sa.text(
+                "INSERT INTO leads (pbx, campaign_id, external_id, fingerprint, outcome, at, "
+                "on_pbx) VALUES (:pbx, :c, :e, :f, 'delivered', :at, 1)"
+            ),
+            rows,
+        )
+    if engine.dialect.name == "postgresql":
+        # What autovacuum does within a minute of such a load: without statistics the planner
+        # scans the table for each batch of look-ups.
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(sa.text("ANALYZE leads"))
+    engine.dispose()
+
+
+def compare_ledgers(workdir: Path, config: dict[str, object], url: str) -> None:
+    """Records/s with a SQLite ledger and with `url`, both holding HELD leads, and the floor."""
+    n = 100_000
+    sqlite_url = f"sqlite:///{workdir / 'held.sqlite'}"
+    results = {}
+    for name, ledger in (("SQLite", sqlite_url), ("--ledger-url", url)):
+        prefill(ledger, HELD)
+        (workdir / "config.json").write_text(json.dumps({**config, "ledger_url": ledger}))
+        results[name], _ = run(
+            [sys.executable, "-m", "target_noojee", "--config", "config.json"], n, workdir
+        )
+        (workdir / "dry.jsonl").unlink(missing_ok=True)
+    floor, _ = run([sys.executable, "noop.py"], n, workdir)
+    print(f"{n:,} records, each ledger holding {HELD:,} leads (dry run)")
+    print(f"{'ledger':>12} | {'rec/s':>8} | {'of SQLite':>9} | {'of floor':>8}")
+    for name, rate in results.items():
+        print(
+            f"{name:>12} | {rate:>8.0f} | {rate / results['SQLite']:>9.2f} | {rate / floor:>8.2f}"
+        )
+    print(f"{'SDK floor':>12} | {floor:>8.0f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
-    sizes = (20_000, 200_000) if parser.parse_args().quick else (100_000, 1_000_000)
+    parser.add_argument("--ledger-url", help="compare this ledger with SQLite (100k records)")
+    args = parser.parse_args()
+    sizes = (20_000, 200_000) if args.quick else (100_000, 1_000_000)
     with tempfile.TemporaryDirectory(prefix="noojee-overhead-") as tmp:
         workdir = Path(tmp)
         config = {
-            "base_url": "http://127.0.0.1:9",
+            "base_url": PBX,
             "api_key": "benchmark",
             "template_id": 41,
             "campaign_id": 41,
@@ -143,8 +205,11 @@ def main() -> None:
             "reject_file": str(workdir / "rejects.jsonl"),
             "ledger_path": str(workdir / "ledger.sqlite"),
         }
-        (workdir / "config.json").write_text(json.dumps(config))
         (workdir / "noop.py").write_text(NOOP_TARGET)
+        if args.ledger_url:
+            compare_ledgers(workdir, config, args.ledger_url)
+            return
+        (workdir / "config.json").write_text(json.dumps(config))
         target = [sys.executable, "-m", "target_noojee", "--config", "config.json"]
         noop = [sys.executable, "noop.py"]
         print(

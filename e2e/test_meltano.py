@@ -1,7 +1,11 @@
 """End to end under Meltano: tap-spreadsheets -> target-noojee -> noojee-sim, twice.
 
-Run by `make e2e` (not by the unit suite: pytest's testpaths is tests/). It uses the project's
-meltano.yml as a user would, with only what must differ per run coming from the environment:
+Run by `make e2e` (not by the unit suite: pytest's testpaths is tests/). It builds a Meltano
+project in a temp dir as a user would: the project's meltano.yml without its target-noojee
+entry, then `meltano add --plugin-type loader target-noojee --from-ref
+plugin/loaders/target-noojee--noojee.yml` (the Hub-format definition; no hub.meltano.com
+needed), `pip_url` pointed at this checkout and the loader's `config` of meltano.yml. Only what
+must differ per run comes from the environment:
 
 * Meltano's system dir (plugin venvs, the systemdb holding STATE) goes to a temp dir
   (MELTANO_SYS_DIR_ROOT), so every run starts from no state and the repo is left as it was;
@@ -11,7 +15,9 @@ meltano.yml as a user would, with only what must differ per run coming from the 
   through the environment only, and looked for afterwards in every output and file;
 * the ledger and the reject file go to the temp dir.
 
-The only network used is PyPI (`meltano install`) and 127.0.0.1. E2E_KEEP=1 keeps the temp dir.
+It also runs the loader's commands, `meltano invoke target-noojee:list` and
+`target-noojee:rejects list`, with the loader's configuration. The only network used is PyPI
+(`meltano install`) and 127.0.0.1. E2E_KEEP=1 keeps the temp dir.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent  # the project's venv: target-noojee, noojee-sim
 MELTANO = os.environ.get("MELTANO_BIN") or str(ROOT / "e2e" / ".venv-meltano" / "bin" / "meltano")
 LEADS_CSV = ROOT / "e2e" / "leads.csv"
+DEFINITION = ROOT / "plugin" / "loaders" / "target-noojee--noojee.yml"
 STATE_ID = "dev:tap-spreadsheets-to-target-noojee"
 STREAM = "leads"
 CAMPAIGN = 41
@@ -56,6 +63,7 @@ class Project:
     """Everything the steps share: where things are, the simulator, what was printed."""
 
     work: Path
+    root: Path  # the Meltano project: meltano.yml built by `build_project`
     csv_path: Path
     api_key: str
     sim_url: str
@@ -63,10 +71,10 @@ class Project:
     outputs: list[str] = field(default_factory=list)
 
     def meltano(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-        """Run meltano in the repo (where meltano.yml is); its output is kept for the key check."""
+        """Run meltano in the project (where meltano.yml is); output kept for the key check."""
         proc = subprocess.run(
             [MELTANO, *args],
-            cwd=ROOT,
+            cwd=self.root,
             env=self.env,
             stdin=subprocess.DEVNULL,
             capture_output=True,
@@ -112,6 +120,49 @@ def meltano_yml() -> dict[str, Any]:
 def plugin(kind: str, name: str) -> dict[str, Any]:
     found: dict[str, Any] = next(p for p in meltano_yml()["plugins"][kind] if p["name"] == name)
     return found
+
+
+def definition() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load(DEFINITION.read_text(encoding="utf-8"))
+    return data
+
+
+def build_project(proj: Project) -> None:
+    """meltano.yml in proj.root: ours without the loader, then the loader by `meltano add
+    --from-ref` (with no way to hub.meltano.com: a proxy and hub URL that refuse), installed
+    from this checkout with our loader's config."""
+    proj.root.mkdir()
+    data = meltano_yml()
+    ours = plugin("loaders", "target-noojee")
+    data["plugins"]["loaders"] = [p for p in data["plugins"]["loaders"] if p is not ours]
+    if not data["plugins"]["loaders"]:
+        del data["plugins"]["loaders"]
+    for utility in data["plugins"].get("utilities", []):
+        if utility.get("pip_url") == "-e .":
+            utility["pip_url"] = f"-e {ROOT}"
+    (proj.root / "meltano.yml").write_text(yaml.safe_dump(data, sort_keys=False), "utf-8")
+    offline = {"MELTANO_HUB_URL": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9"}
+    saved = proj.env
+    proj.env = {**saved, **offline, "HTTP_PROXY": offline["HTTPS_PROXY"]}
+    try:
+        added = proj.meltano(
+            "add", "--plugin-type", "loader", "target-noojee", "--from-ref", str(DEFINITION),
+            "--no-install",
+        )  # fmt: skip
+    finally:
+        proj.env = saved
+    assert added.returncode == 0, (
+        f"meltano add --from-ref exited {added.returncode}:\n{tail(added)}"
+    )
+    data = yaml.safe_load((proj.root / "meltano.yml").read_text(encoding="utf-8"))
+    loader = next(p for p in data["plugins"]["loaders"] if p["name"] == "target-noojee")
+    expected = definition()
+    for key in ("namespace", "variant", "executable", "settings", "commands"):
+        assert loader[key] == expected[key], f"meltano add changed {key}"
+    assert loader["pip_url"] == expected["pip_url"]
+    loader["pip_url"] = f"-e {ROOT}"  # this checkout, not the published repository
+    loader["config"] = ours["config"]
+    (proj.root / "meltano.yml").write_text(yaml.safe_dump(data, sort_keys=False), "utf-8")
 
 
 def bookmark(state: dict[str, Any]) -> dict[str, Any]:
@@ -178,8 +229,9 @@ def project() -> Iterator[Project]:
             "TAP_SPREADSHEETS_FILES": json.dumps(files),
         }
     )
-    proj = Project(work, csv_path, api_key, sim_url, env)
+    proj = Project(work, work / "project", csv_path, api_key, sim_url, env)
     try:
+        build_project(proj)
         started = time.monotonic()
         proc = proj.meltano("install")
         assert proc.returncode == 0, f"meltano install exited {proc.returncode}:\n{tail(proc)}"
@@ -230,7 +282,7 @@ def leads_by_id(state: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def test_meltano_yml_declares_every_setting_with_its_kind() -> None:
-    """meltano.yml's loader matches `target-noojee --about`: settings, kinds, capabilities."""
+    """meltano.yml's loader matches `target-noojee --about` and the plugin definition."""
     about = json.loads(
         subprocess.run(
             [str(BIN / "target-noojee"), "--about", "--format", "json"],
@@ -243,23 +295,24 @@ def test_meltano_yml_declares_every_setting_with_its_kind() -> None:
     assert loader["namespace"] == "target_noojee"
     assert loader["pip_url"] == "-e ."
     assert set(loader["capabilities"]) == set(about["capabilities"])
-    declared = {s["name"]: s.get("kind", "string") for s in loader["settings"]}
+    declared = {s["name"]: s for s in loader["settings"]}
     expected = {}
     for name, schema in about["settings"]["properties"].items():
         types = [t for t in schema.get("type", ["string"]) if t != "null"]
         kind = {"number": "decimal"}.get(types[0], types[0]) if types else "string"
         if schema.get("enum"):
             kind = "options"
-        if schema.get("secret") or schema.get("writeOnly"):
-            kind = "password"
-        expected[name] = kind
+        expected[name] = (kind, bool(schema.get("secret") or schema.get("writeOnly")))
     missing = sorted(set(expected) - set(declared))
     assert not missing, f"settings of --about missing from meltano.yml: {missing}"
     extra = sorted(set(declared) - set(expected))
     assert not extra, f"settings in meltano.yml that --about does not have: {extra}"
-    wrong = {n: (declared[n], k) for n, k in expected.items() if declared[n] != k}
-    assert not wrong, f"wrong kinds in meltano.yml (declared, expected): {wrong}"
-    assert declared["api_key"] == "password"
+    got = {n: (s.get("kind", "string"), bool(s.get("sensitive"))) for n, s in declared.items()}
+    wrong = {n: (got[n], k) for n, k in expected.items() if got[n] != k}
+    assert not wrong, f"wrong (kind, sensitive) in meltano.yml (declared, expected): {wrong}"
+    assert got["api_key"] == ("string", True) and got["ledger_url"] == ("string", True)
+    assert all(s.get("label") and s.get("description") for s in loader["settings"])
+    assert loader["settings"] == definition()["settings"]
 
 
 def test_first_run_delivers_every_lead(project: Project, first_run: dict[str, Any]) -> None:
@@ -315,6 +368,31 @@ def test_third_run_unchanged_file_sends_nothing(
     proc = project.run_pipeline()
     assert "Skipping" in proc.stdout + proc.stderr, tail(proc)
     assert project.sim_state()["lead_calls"] == second_run["lead_calls"]
+
+
+def test_meltano_invoke_list_uses_the_loaders_configuration(
+    project: Project, first_run: dict[str, Any]
+) -> None:
+    """`target-noojee:list` runs noojee-list with the loader's settings (base_url, api_key)."""
+    proc = project.meltano("invoke", "target-noojee:list", "--format", "json")
+    assert proc.returncode == 0, tail(proc)
+    listed = json.loads(proc.stdout[proc.stdout.index("{") :])
+    campaigns = [c for t in listed["templates"] for c in t["campaigns"]]
+    assert [t["id"] for t in listed["templates"]] == [41]
+    assert [c["id"] for c in campaigns] == [CAMPAIGN]
+    assert [a["id"] for a in campaigns[0]["allocations"]] == [38]
+
+
+def test_meltano_invoke_rejects_list_reads_the_loaders_rejects(
+    project: Project, second_run: dict[str, Any]
+) -> None:
+    """`target-noojee:rejects list`: the loader's reject_file (and ledger); none were rejected."""
+    proc = project.meltano("invoke", "target-noojee:rejects", "list", "--format", "json")
+    assert proc.returncode == 0, tail(proc)
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {}
+    text = project.meltano("invoke", "target-noojee:rejects", "list")
+    assert text.returncode == 0, tail(text)
+    assert str(project.work / "rejects.jsonl") in text.stdout + text.stderr, tail(text)
 
 
 def test_api_key_never_appears(project: Project, second_run: dict[str, Any]) -> None:

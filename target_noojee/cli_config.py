@@ -1,10 +1,13 @@
-"""Exit codes shared by the target and its helper commands, and reading a helper command's
---config (`noojee-list`, `noojee-rejects`)."""
+"""Exit codes shared by the target and its helper commands, and the configuration of a helper
+command (`noojee-list`, `noojee-rejects`): its --config file, or without one the target's
+`TARGET_NOOJEE_*` environment (what `meltano invoke target-noojee:list` provides)."""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +15,9 @@ from target_noojee.settings import ConfigError
 
 EXIT_FAILED = 1  # delivery failed (transient errors beyond max_retry_time_s, PBX refused)
 EXIT_CONFIG = 2  # a setting is wrong: fix it and run again
+ENV_PREFIX = "TARGET_NOOJEE_"
+_TRUE = ("true", "1", "yes", "on")
+_FALSE = ("false", "0", "no", "off")
 
 
 def load_config_file(path: Path) -> dict[str, Any]:
@@ -25,10 +31,56 @@ def load_config_file(path: Path) -> dict[str, Any]:
     return loaded
 
 
-def config_arg(path: Path | None, prog: str) -> dict[str, Any] | None:
-    """The --config file's object ({} without one); None once the reason is on stderr."""
+def _env_value(name: str, schema: Mapping[str, Any], raw: str) -> Any:
+    """One variable's value, typed by the setting's JSON Schema (objects and arrays as JSON)."""
+    var = ENV_PREFIX + name.upper()
+    declared = schema.get("type", ["string"])
+    types = [declared] if isinstance(declared, str) else list(declared)
+    if "string" in types or schema.get("enum"):
+        return raw
+    text = raw.strip()
     try:
-        return load_config_file(path) if path is not None else {}
+        if "object" in types or "array" in types:
+            value = json.loads(text)
+            wanted = dict if "object" in types else list
+            if isinstance(value, wanted):
+                return value
+        elif "boolean" in types and text.lower() in (*_TRUE, *_FALSE):
+            return text.lower() in _TRUE
+        elif "integer" in types:
+            return int(text)
+        elif "number" in types:
+            return float(text)
+    except ValueError:
+        pass
+    kind = next((t for t in types if t != "null"), "string")
+    what = {"object": "a JSON object", "array": "a JSON array", "integer": "an integer"}.get(
+        kind, f"a {kind}"
+    )
+    raise ConfigError(name, f"{var} must hold {what} (setting `{name}`)")  # never the value
+
+
+def config_from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The target's settings found in TARGET_NOOJEE_<SETTING> variables, typed by its schema.
+
+    Unset and empty variables are left out; a value of the wrong type is a ConfigError.
+    """
+    from target_noojee.target import TargetNoojee  # the one declaration of the settings
+
+    environ = os.environ if environ is None else environ
+    config: dict[str, Any] = {}
+    for name, schema in TargetNoojee.config_jsonschema["properties"].items():
+        raw = environ.get(ENV_PREFIX + name.upper())
+        if raw:
+            config[name] = _env_value(name, schema, raw)
+    return config
+
+
+def config_arg(path: Path | None, prog: str) -> dict[str, Any] | None:
+    """The --config file's object, else the TARGET_NOOJEE_* environment's settings; None once
+    the reason is on stderr."""
+    try:
+        return load_config_file(path) if path is not None else config_from_env()
     except ConfigError as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return None

@@ -34,7 +34,7 @@ from target_noojee.client import Outcome
 from target_noojee.codes import Kind
 from target_noojee.pacing import Limiter, Permit, Signal
 from target_noojee.policy import INSERT, UPDATE, Attempt, next_step
-from target_noojee.rejects import JsonLinesFile, reject_entry
+from target_noojee.rejects import RejectStore, reject_entry
 from target_noojee.report import CLOSE_UNKNOWN, DELIVERED, REJECTED, RETRIED, RunStats
 
 LOGGER = logging.getLogger("target_noojee.delivery")
@@ -140,7 +140,7 @@ class Delivery:
         *,
         settle: Callable[[int], None],
         on_outcome: Callable[[Job, str, int | str | None], None] = lambda job, outcome, code: None,
-        rejects: JsonLinesFile,
+        rejects: RejectStore,
         stats: RunStats,
         retry: RetryPolicy,
         workers: int,
@@ -345,7 +345,7 @@ class Delivery:
         step = next_step(attempt, outcome)
         if step.action == "delivered":
             self._on_outcome(job, job.delivered_as, outcome.code)
-            self._stats.add(job.stream, job.delivered_as, outcome.label)
+            self._stats.add(job.stream, job.delivered_as, outcome.label, endpoint=job.endpoint)
             self._finish(job)
         elif step.action == "close_unknown":
             self._on_outcome(job, CLOSE_UNKNOWN, outcome.code)

@@ -20,6 +20,7 @@ lead deleted there). `full_resend: true` ignores it for one run.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -44,7 +45,7 @@ CLOSED = "closed"
 CLOSE_UNKNOWN = "close_unknown"  # a close the PBX answered 101 to: it does not hold the lead
 CLOSED_OUTCOMES = frozenset({CLOSED, CLOSE_UNKNOWN})
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 2: lifecycle columns and versions; 3: rejects
 _LOCK_KEY = 0x6E6F6F6A  # PostgreSQL advisory lock held while the tables are upgraded
 _BATCH = 500  # external ids per look-up query
 
@@ -75,6 +76,20 @@ def _tables(sqlite: bool) -> tuple[str, ...]:
         ){rowid}
         """,
         "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
+        f"""
+        CREATE TABLE IF NOT EXISTS rejects (
+            id {"INTEGER PRIMARY KEY" if sqlite else "BIGSERIAL PRIMARY KEY"},
+            pbx TEXT NOT NULL,
+            campaign_id BIGINT,
+            stream TEXT NOT NULL,
+            external_id TEXT,
+            code TEXT NOT NULL,
+            entry TEXT NOT NULL,
+            at DOUBLE PRECISION NOT NULL,
+            resolved_at DOUBLE PRECISION
+        )
+        """,
+        "CREATE INDEX IF NOT EXISTS rejects_open ON rejects (pbx, resolved_at)",
     )
 
 
@@ -235,6 +250,7 @@ class Ledger:
         self.sqlite = self._engine.dialect.name == "sqlite"
         self._pbx = pbx
         self._lock = threading.Lock()  # one statement at a time from this process
+        self._held: list[Any] = []  # stream locks: lock files or PostgreSQL sessions
         self._upgrade()
 
     @contextmanager
@@ -468,6 +484,112 @@ class Ledger:
             )
         return due
 
+    # --- one sender per PBX, campaign and stream -------------------------------------------
+
+    def lock_stream(self, campaign_id: int, stream: str, wait_s: float) -> bool:
+        """Hold the lock of a stream's leads until close(); False when another run holds it
+        for longer than `wait_s` (a PostgreSQL advisory lock, a file lock beside SQLite)."""
+        name = f"{self._pbx}\0{campaign_id}\0{stream}"
+        digest = hashlib.blake2b(name.encode(), digest_size=8).digest()
+        deadline = time.monotonic() + wait_s
+        while True:
+            if self._try_lock(digest):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+
+    def _try_lock(self, digest: bytes) -> bool:
+        if self.sqlite:
+            folder = Path(str(self._engine.url.database) + ".locks")
+            folder.mkdir(parents=True, exist_ok=True)
+            handle = (folder / f"{digest.hex()}.lock").open("a")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.close()
+                return False
+            self._held.append(handle)
+            return True
+        high = int.from_bytes(digest[:4], "big", signed=True)
+        low = int.from_bytes(digest[4:], "big", signed=True)
+        conn = self._engine.connect()
+        got = conn.execute(
+            sa.text("SELECT pg_try_advisory_lock(:high, :low)"), {"high": high, "low": low}
+        ).scalar()
+        conn.commit()
+        if not got:
+            conn.close()
+            return False
+        self._held.append(conn)  # the session holds the lock until it ends
+        return True
+
+    # --- rejects: the source of truth (the reject file is written alongside) -------------
+
+    def add_reject(self, entry: Mapping[str, Any]) -> None:
+        """Keep one reject line (committed before any STATE that covers it goes out)."""
+        ids, lead = entry.get("ids"), entry.get("lead")
+        campaign_id = ids.get("fCampaignId") if isinstance(ids, Mapping) else None
+        external_id = lead.get("njExternalLeadId") if isinstance(lead, Mapping) else None
+        with self._tx() as conn:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO rejects (pbx, campaign_id, stream, external_id, code, entry, at) "
+                    "VALUES (:pbx, :campaign_id, :stream, :external_id, :code, :entry, :at)"
+                ),
+                {
+                    "pbx": self._pbx,
+                    "campaign_id": campaign_id,
+                    "stream": str(entry.get("stream")),
+                    "external_id": external_id if isinstance(external_id, str) else None,
+                    "code": str(entry.get("code")),
+                    "entry": json.dumps(dict(entry), separators=(",", ":"), default=str),
+                    "at": time.time(),
+                },
+            )
+
+    def open_rejects(self) -> list[tuple[int, dict[str, Any]]]:
+        """(row id, reject line) of every reject of this PBX not resolved yet, oldest first."""
+        with self._tx() as conn:
+            rows = conn.execute(
+                sa.text(
+                    "SELECT id, entry FROM rejects WHERE pbx = :pbx AND resolved_at IS NULL "
+                    "ORDER BY id"
+                ),
+                {"pbx": self._pbx},
+            ).fetchall()
+        return [(int(i), json.loads(e)) for i, e in rows]
+
+    def resolve_rejects(self, row_ids: Iterable[int]) -> None:
+        """Mark reject rows as resolved (sent again and settled)."""
+        chosen = sorted(set(row_ids))
+        if not chosen:
+            return
+        with self._tx() as conn:
+            conn.execute(
+                sa.text("UPDATE rejects SET resolved_at = :at WHERE id IN :ids").bindparams(
+                    sa.bindparam("ids", expanding=True)
+                ),
+                {"at": time.time(), "ids": chosen},
+            )
+
+    def resolve_lead(self, campaign_id: int, external_id: str, before: float) -> None:
+        """A lead re-delivered and landed: its rejects written before `before` are resolved."""
+        with self._tx() as conn:
+            conn.execute(
+                sa.text(
+                    "UPDATE rejects SET resolved_at = :at WHERE pbx = :pbx AND resolved_at IS NULL "
+                    "AND campaign_id = :campaign_id AND external_id = :external_id AND at < :before"
+                ),
+                {
+                    "at": time.time(),
+                    "pbx": self._pbx,
+                    "campaign_id": campaign_id,
+                    "external_id": external_id,
+                    "before": before,
+                },
+            )
+
     def count(self) -> int:
         """Rows for this PBX (for tests and operators)."""
         with self._tx() as conn:
@@ -477,8 +599,11 @@ class Ledger:
         return int(row[0]) if row else 0
 
     def close(self) -> None:
-        """Close the connections (SQLite checkpoints its WAL)."""
+        """Release the stream locks and close the connections (SQLite checkpoints its WAL)."""
         with self._lock:
+            for held in reversed(self._held):
+                held.close()
+            self._held.clear()
             self._engine.dispose()
 
 

@@ -5,6 +5,8 @@
 
 The PBX and key come from `--base-url` / `--api-key`, else the environment
 (`TARGET_NOOJEE_BASE_URL`, `TARGET_NOOJEE_API_KEY`), else the config file (the target's own).
+Without --config the other settings (`ca_bundle`, `tls_verify`) come from the target's
+`TARGET_NOOJEE_*` environment too, as under `meltano invoke target-noojee:list`.
 Prefer the environment or the file for the key: a command line is visible to every user of the
 machine (`ps`). Exit status: 0 listed; 1 the PBX did not answer within `--wait` seconds; 2 the
 key was refused or the URL is wrong.
@@ -100,7 +102,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     base_url, api_key = _setting(args, config, "base_url"), _setting(args, config, "api_key")
     if not base_url:
-        print("noojee-list: no PBX: set base_url in --config, or --base-url", file=sys.stderr)
+        print(
+            "noojee-list: no PBX: set TARGET_NOOJEE_BASE_URL, --base-url, or base_url in --config",
+            file=sys.stderr,
+        )
         return EXIT_CONFIG
     if not api_key:
         print(

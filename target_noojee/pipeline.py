@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
@@ -28,7 +29,7 @@ from target_noojee.mapping import DISPOSITION, LeadMapper, LeadValues, LocalReje
 from target_noojee.pacing import make_limiter
 from target_noojee.policy import CLOSE, INSERT, UPDATE
 from target_noojee.preflight import Preflight
-from target_noojee.rejects import JsonLinesFile, reject_entry, resolve_lines
+from target_noojee.rejects import JsonLinesFile, RejectStore, reject_entry, resolve_lines
 from target_noojee.report import (
     CLOSED,
     DRY_RUN,
@@ -52,6 +53,7 @@ DEFAULTS: dict[str, Any] = {
     "overload_pause_s": 120.0,
     "progress_interval_s": 10.0,
     "shutdown_grace_s": 30.0,
+    "lock_wait_s": 60.0,
 }
 STAGED_RECORDS = 256  # records looked up in the ledger together (one query, not 256)
 REJECT_BUDGET_MIN_RECORDS = 100  # the reject budget stops a run early only after this many
@@ -117,14 +119,17 @@ class Pipeline:
     def __init__(self, config: Mapping[str, Any], *, out: TextIO | None = None) -> None:
         self.config = config
         self.stats = RunStats()
-        self.rejects = JsonLinesFile(setting(config, "reject_file"), shared_lock=True)
-        self.watermark = Watermark(before_emit=self.rejects.sync, out=out)
         self.dry_run = bool(config.get("dry_run"))
+        self.ledger = open_ledger(config)
+        self.rejects = RejectStore(
+            JsonLinesFile(setting(config, "reject_file"), shared_lock=True),
+            None if self.dry_run else self.ledger,
+        )
+        self.watermark = Watermark(before_emit=self.rejects.sync, out=out)
         self.dry_run_file = JsonLinesFile(setting(config, "dry_run_file"))
         self.full_resend = bool(config.get("full_resend"))
         ratio = config.get("max_reject_ratio")
         self.max_reject_ratio = None if ratio is None else float(ratio)
-        self.ledger = open_ledger(config)
         max_concurrency = int(setting(config, "max_concurrency"))
         self.limiter = make_limiter(
             max_concurrency=max_concurrency, concurrency=config.get("concurrency")
@@ -162,6 +167,7 @@ class Pipeline:
         self._redelivering: set[str] = set()  # streams whose due rejects were sent
         self._resolved: set[tuple[int, str]] = set()  # re-delivered rejects that landed
         self._refusals: list[Refusal] = []
+        self._started = time.time()  # rejects written before this are the ones re-delivered
         self._closed = False
         self._stop_progress = threading.Event()
         self._progress: threading.Thread | None = None
@@ -182,9 +188,22 @@ class Pipeline:
                 stream,
             )
         lane = Lane(stream, settings, LeadMapper(settings), tuple(key_properties or ()))
+        self._lock(lane)
         self._lanes[stream] = lane
         self._redeliver(lane)
         return lane
+
+    def _lock(self, lane: Lane) -> None:
+        """Two runs never send one stream of one campaign to one PBX at once."""
+        if self.dry_run or lane.stream in self._lanes:
+            return
+        wait = float(setting(self.config, "lock_wait_s"))
+        if not self.ledger.lock_stream(lane.settings.campaign_id, lane.stream, wait):
+            raise DeliveryStopped(
+                f"another target-noojee run is sending stream {lane.stream!r} of campaign "
+                f"{lane.settings.campaign_id} to this PBX; waited {wait:g} s (lock_wait_s) for "
+                "it to finish"
+            )
 
     def open_record(self) -> int:
         """A record arrived: number it and hold the watermark until its leads settle."""
@@ -571,6 +590,7 @@ class Pipeline:
         )
         if job.redelivery:
             self._resolved.add((campaign_id, job.external_id))
+            self.ledger.resolve_lead(campaign_id, job.external_id, self._started)
 
     def _job(self, lane: Lane, seq: int, record: Mapping[str, Any], values: LeadValues) -> Job:
         settings = lane.settings

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 LOGGER = logging.getLogger("target_noojee")
 
@@ -178,3 +178,35 @@ def _lead_of(entry: Mapping[str, Any]) -> tuple[int, str] | None:
     if not isinstance(campaign, int) or not isinstance(external_id, str):
         return None
     return campaign, external_id
+
+
+class RejectSink(Protocol):
+    """Where the ledger keeps rejects (target_noojee.ledger.Ledger)."""
+
+    def add_reject(self, entry: Mapping[str, Any]) -> None:
+        """Keep one reject line durably."""
+        ...
+
+
+class RejectStore:
+    """Rejects kept in the ledger's database (the source of truth) and in the JSON Lines file
+    beside it, for people and tools that read files."""
+
+    def __init__(self, file: JsonLinesFile, database: RejectSink | None) -> None:
+        self.file = file
+        self.path = file.path
+        self._database = database
+
+    def write(self, entry: Mapping[str, Any]) -> None:
+        """Keep one reject: the database row is committed before this returns."""
+        self.file.write(entry)
+        if self._database is not None:
+            self._database.add_reject(entry)
+
+    def sync(self) -> None:
+        """fsync the file's lines (the database commits each row itself)."""
+        self.file.sync()
+
+    def close(self) -> None:
+        """Sync and close the file."""
+        self.file.close()

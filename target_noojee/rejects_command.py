@@ -24,6 +24,7 @@ from typing import Any
 
 from target_noojee.cli_config import EXIT_CONFIG, EXIT_FAILED, config_arg
 from target_noojee.delivery import DeliveryStopped, Job
+from target_noojee.ledger import open_ledger
 from target_noojee.pipeline import DEFAULTS, Pipeline
 from target_noojee.rejects import exclusive, read_entries, rewrite
 from target_noojee.settings import ConfigError, resolve_stream_settings
@@ -55,10 +56,19 @@ def _job(pipeline: Pipeline, config: Mapping[str, Any], entry: Mapping[str, Any]
 
 
 def resend(config: Mapping[str, Any], path: Path, codes: set[str], keys: set[str]) -> int:
-    """Re-send the chosen lines; rewrite the file with what is still pending. Returns exit code."""
+    """Re-send the chosen rejects; mark them resolved in the ledger's database and rewrite the
+    file with what is still pending. Returns the exit code."""
     with exclusive(path):
         entries = read_entries(path)
-        chosen = [e for e in entries if selected(e, codes, keys) and e.get("code") != "local"]
+        rows = [
+            (row, e)
+            for row, e in stored_rejects(config)
+            if selected(e, codes, keys) and e.get("code") != "local"
+        ]
+        if rows:
+            chosen = [e for _row, e in rows]
+        else:  # a reject file from before the database kept them
+            chosen = [e for e in entries if selected(e, codes, keys) and e.get("code") != "local"]
         kept = [e for e in entries if e not in chosen]
         if not chosen:
             print("nothing to re-send", file=sys.stderr)
@@ -81,9 +91,18 @@ def resend(config: Mapping[str, Any], path: Path, codes: set[str], keys: set[str
                 pipeline.close()
             still = read_entries(again)
             # Chosen lines neither delivered nor rejected again (the run stopped) stay pending.
-            unsent = [e for seq, e in jobs if not pipeline.watermark.settled(seq)]
+            settled = [pipeline.watermark.settled(seq) for seq, _e in jobs]
+            unsent = [e for (_seq, e), done in zip(jobs, settled, strict=True) if not done]
             unsent += chosen[len(jobs) :]
             rewrite(path, kept + still + unsent)
+            if rows:
+                ledger = open_ledger(config)
+                try:  # a reject sent again is resolved; a new reject of it has its own row
+                    ledger.resolve_rejects(
+                        row for (row, _e), done in zip(rows, settled, strict=False) if done
+                    )
+                finally:
+                    ledger.close()
         delivered = pipeline.stats.total("delivered")
         print(
             f"re-sent {len(chosen)}: delivered {delivered}, rejected again {len(still)}"
@@ -97,9 +116,22 @@ def resend(config: Mapping[str, Any], path: Path, codes: set[str], keys: set[str
         return 0
 
 
-def list_entries(path: Path, fmt: str) -> int:
-    """Print the reject file grouped by code."""
-    groups = group_by_code(read_entries(path))
+def stored_rejects(config: Mapping[str, Any]) -> list[tuple[int, dict[str, Any]]]:
+    """The unresolved rejects the ledger's database holds for the config's PBX."""
+    if not config.get("base_url"):
+        return []
+    ledger = open_ledger(config)
+    try:
+        return ledger.open_rejects()
+    finally:
+        ledger.close()
+
+
+def list_entries(path: Path, fmt: str, config: Mapping[str, Any] | None = None) -> int:
+    """Print the rejects grouped by code: the ledger's database when the config names the PBX
+    (the source of truth), else the reject file."""
+    stored = [e for _row, e in stored_rejects(config or {})]
+    groups = group_by_code(stored if stored else read_entries(path))
     if fmt == "json":
         print(json.dumps({code: [e.get("key") for e in lines] for code, lines in groups.items()}))
         return 0
@@ -115,16 +147,19 @@ def list_entries(path: Path, fmt: str) -> int:
     return 0
 
 
+CONFIG_HELP = "the target's config file (default: its TARGET_NOOJEE_* environment)"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point."""
     parser = argparse.ArgumentParser(prog="noojee-rejects", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     show = sub.add_parser("list", help="list rejected records grouped by code")
     show.add_argument("--file", type=Path)
-    show.add_argument("--config", type=Path, help="read reject_file from this config")
+    show.add_argument("--config", type=Path, help=CONFIG_HELP)
     show.add_argument("--format", choices=["text", "json"], default="text")
     again = sub.add_parser("resend", help="re-send chosen records once the cause is fixed")
-    again.add_argument("--config", type=Path, required=True)
+    again.add_argument("--config", type=Path, help=CONFIG_HELP)
     again.add_argument("--file", type=Path)
     again.add_argument("--code", action="append", default=[], help="a code to re-send (repeat)")
     again.add_argument("--key", action="append", default=[], help="a record key (repeat)")
@@ -135,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     path = args.file or Path(config.get("reject_file") or DEFAULTS["reject_file"])
     if args.command == "list":
-        return list_entries(path, args.format)
+        return list_entries(path, args.format, None if args.file else config)
     for name in ("base_url", "api_key"):
         if not config.get(name):
             print(f"config lacks `{name}`", file=sys.stderr)

@@ -1,19 +1,25 @@
 """Run counters for operators: progress lines, METRIC lines, a summary and a JSON run report.
 
-METRIC lines go through the Singer SDK's metrics logger in its format
-(``METRIC: {"type":"counter","metric":...,"value":N,"tags":{...}}``), so Meltano and a
-``SINGER_SDK_LOG_CONFIG`` treat them like the SDK's own. Like the SDK's counters, each line
-carries the count since the previous line for the same metric and tags, not a running total.
-They count leads the PBX took (``lead_delivered_count``) and leads rejected
-(``lead_rejected_count``, tagged with the code or ``local``), unlike the SDK's
-``record_count``, which counts records handed to a sink.
+METRIC lines are singer-sdk metric points (``singer_sdk.metrics.Point``, logged through
+``singer_sdk.metrics.log`` on the SDK's metrics logger), so they read
+``METRIC: {"type":"counter","metric":...,"value":N,"tags":{...}}`` like the SDK's own, and the
+SDK's structured logging (Meltano's ``structured-logging`` capability) carries each one as
+``metric_info``. The names are the target's own (:class:`LeadMetric`, all ``lead_*_count``),
+beside the SDK's ``record_count`` (records handed to a sink), never instead of it. Per stream:
+``lead_inserted_count`` / ``lead_updated_count`` (the PBX took the lead through insertLeadFast /
+updateLeadFast), ``lead_unchanged_count`` (settled by the ledger, no call),
+``lead_rejected_count`` (tagged with the code or ``local``), ``lead_retried_count`` (transient
+failures that will be tried again), and the lifecycle's ``lead_closed_count``,
+``lead_close_unknown_count``, ``lead_reopened_count`` and ``lead_redelivered_count``. Like the
+SDK's counters, each point carries the count since the previous point for the same metric and
+tags, not a running total.
 """
 
 from __future__ import annotations
 
 import contextlib
+import enum
 import json
-import logging
 import os
 import tempfile
 import threading
@@ -22,7 +28,11 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
+
+from singer_sdk import metrics
+
+from target_noojee.policy import INSERT
 
 DELIVERED = "delivered"
 REJECTED = "rejected"
@@ -33,15 +43,43 @@ CLOSED = "closed"
 CLOSE_UNKNOWN = "close_unknown"
 REOPENED = "reopened"
 REDELIVERED = "redelivered"
+INSERTED = "inserted"  # a delivery through insertLeadFast (part of DELIVERED)
+UPDATED = "updated"  # a delivery through updateLeadFast (part of DELIVERED)
 LIFECYCLE = (CLOSED, CLOSE_UNKNOWN, REOPENED, REDELIVERED)
 OUTCOMES = (DELIVERED, UNCHANGED, REJECTED, RETRIED, DRY_RUN, *LIFECYCLE)
 _SHOWN_WHEN_ZERO = (DELIVERED, UNCHANGED, REJECTED, RETRIED)
+_DELIVERED_PARTS = (INSERTED, UPDATED)
 
-# The SDK's metrics logger (singer_sdk.metrics.METRICS_LOGGER_NAME), named rather than imported
-# so that nothing below the sink depends on the SDK.
-METRICS_LOGGER = logging.getLogger("singer_sdk.metrics")
-DELIVERED_METRIC = "lead_delivered_count"
-REJECTED_METRIC = "lead_rejected_count"
+METRICS_LOGGER = metrics.get_metrics_logger()  # the SDK's: Meltano reads what it logs
+
+
+class LeadMetric(str, enum.Enum):
+    """The target's metric names: a str enum like the SDK's ``Metric``, none of its names."""
+
+    INSERTED = "lead_inserted_count"
+    UPDATED = "lead_updated_count"
+    UNCHANGED = "lead_unchanged_count"
+    REJECTED = "lead_rejected_count"
+    RETRIED = "lead_retried_count"
+    CLOSED = "lead_closed_count"
+    CLOSE_UNKNOWN = "lead_close_unknown_count"
+    REOPENED = "lead_reopened_count"
+    REDELIVERED = "lead_redelivered_count"
+
+
+# Outcome counted per stream -> its metric (rejected: per code, below).
+_METRIC_OF = {
+    INSERTED: LeadMetric.INSERTED,
+    UPDATED: LeadMetric.UPDATED,
+    UNCHANGED: LeadMetric.UNCHANGED,
+    RETRIED: LeadMetric.RETRIED,
+    CLOSED: LeadMetric.CLOSED,
+    CLOSE_UNKNOWN: LeadMetric.CLOSE_UNKNOWN,
+    REOPENED: LeadMetric.REOPENED,
+    REDELIVERED: LeadMetric.REDELIVERED,
+}
+# Reported at the end of every run for every stream, zeros included.
+_FINAL_METRICS = (LeadMetric.INSERTED, LeadMetric.UPDATED, LeadMetric.UNCHANGED)
 
 
 def _utc_now() -> datetime:
@@ -75,13 +113,25 @@ class RunStats:
         self._codes: Counter[str] = Counter()
         self._last_progress = (self.started, 0)
         self._emit_lock = threading.Lock()  # one METRIC emitter at a time, lines in order
-        self._emitted: Counter[tuple[str, str, str]] = Counter()  # (metric, stream, code) -> n
+        self._emitted: Counter[tuple[LeadMetric, str, str]] = Counter()  # (metric, stream, code)
 
-    def add(self, stream: str, outcome: str, code: int | str | None = None) -> None:
-        """Count one outcome for a stream; `code` is the PBX code, 'local', or a transport label."""
+    def add(
+        self,
+        stream: str,
+        outcome: str,
+        code: int | str | None = None,
+        *,
+        endpoint: str | None = None,
+    ) -> None:
+        """Count one outcome for a stream; `code` is the PBX code, 'local', or a transport label.
+
+        ``endpoint`` (the call that settled it) splits ``delivered`` into inserted and updated.
+        """
         with self._lock:
             counter = self._by_stream[stream]
             counter[outcome] += 1
+            if outcome == DELIVERED and endpoint is not None:
+                counter[INSERTED if endpoint == INSERT else UPDATED] += 1
             if outcome == REJECTED and code is not None:
                 counter[f"rejected {code}"] += 1
             if outcome == REJECTED:
@@ -127,6 +177,8 @@ class RunStats:
                 if outcome not in _SHOWN_WHEN_ZERO and not counts[outcome]:
                     continue
                 part = f"{outcome}={counts[outcome]}"
+                if outcome == DELIVERED and (counts[INSERTED] or counts[UPDATED]):
+                    part += f" (inserted={counts[INSERTED]} updated={counts[UPDATED]})"
                 if outcome == REJECTED and counts["rejected_by_code"]:
                     codes = " ".join(f"{c}={n}" for c, n in counts["rejected_by_code"].items())
                     part += f" ({codes})"
@@ -148,9 +200,10 @@ class RunStats:
             for stream in sorted(self._by_stream):
                 counts = self._by_stream[stream]
                 entry: dict[str, Any] = {outcome: counts[outcome] for outcome in OUTCOMES}
+                entry.update({part: counts[part] for part in _DELIVERED_PARTS})
                 entry["rejected_by_code"] = _by_code(self._rejected[stream])
                 streams[stream] = entry
-                totals.update({outcome: counts[outcome] for outcome in OUTCOMES})
+                totals.update({key: counts[key] for key in (*OUTCOMES, *_DELIVERED_PARTS)})
                 rejected_total.update(self._rejected[stream])
             responses = _by_code(self._codes)
             elapsed = self._clock() - self.started
@@ -158,7 +211,7 @@ class RunStats:
             "started": self.started_at.isoformat(timespec="seconds"),
             "finished": self._wall_clock().isoformat(timespec="seconds"),
             "elapsed_s": round(elapsed, 3),
-            "totals": {outcome: totals[outcome] for outcome in OUTCOMES},
+            "totals": {key: totals[key] for key in (*OUTCOMES, *_DELIVERED_PARTS)},
             "rejected_by_code": _by_code(rejected_total),
             "streams": streams,
             "responses": responses,
@@ -185,32 +238,32 @@ class RunStats:
         return target
 
     def emit_metrics(self, *, final: bool = False) -> None:
-        """Log METRIC lines for leads delivered and rejected since the last call.
+        """Log a metric point for each count that grew since the last call.
 
-        Only counts that grew are logged; ``final`` (the end of the run) also logs a zero
-        ``lead_delivered_count`` for every stream, so each run reports each of its streams.
+        ``final`` (the end of the run) also logs the inserted, updated and unchanged counts of
+        every stream when they are zero, so each run reports each of its streams.
         """
         with self._emit_lock:
             with self._lock:
-                current: Counter[tuple[str, str, str]] = Counter()
+                current: Counter[tuple[LeadMetric, str, str]] = Counter()
                 for stream, counts in self._by_stream.items():
-                    current[(DELIVERED_METRIC, stream, "")] = counts[DELIVERED]
-                    for outcome in LIFECYCLE:
-                        if counts[outcome]:
-                            current[(f"lead_{outcome}_count", stream, "")] = counts[outcome]
+                    for outcome, metric in _METRIC_OF.items():
+                        if counts[outcome] or (final and metric in _FINAL_METRICS):
+                            current[(metric, stream, "")] = counts[outcome]
                 for stream, codes in self._rejected.items():
                     for code, n in codes.items():
-                        current[(REJECTED_METRIC, stream, code)] = n
+                        current[(LeadMetric.REJECTED, stream, code)] = n
             pid = os.getpid()
-            for key in sorted(current, key=lambda k: (k[1], k[0], _code_order(k[2]))):
+            for key in sorted(current, key=lambda k: (k[1], k[0].value, _code_order(k[2]))):
                 delta = current[key] - self._emitted[key]
                 metric, stream, code = key
-                if delta <= 0 and not (final and metric == DELIVERED_METRIC):
+                if delta <= 0 and not (final and metric in _FINAL_METRICS):
                     continue
-                tags: dict[str, Any] = {"stream": stream}
+                tags: dict[str, Any] = {metrics.Tag.STREAM.value: stream}
                 if code:
                     tags["code"] = code
-                tags["pid"] = pid
-                point = {"type": "counter", "metric": metric, "value": delta, "tags": tags}
-                METRICS_LOGGER.info("METRIC: %s", json.dumps(point, separators=(",", ":")))
+                tags[metrics.Tag.PID.value] = pid
+                # Point is typed for the SDK's Metric; any str enum with .value serves it.
+                name = cast(metrics.Metric, metric)
+                metrics.log(METRICS_LOGGER, metrics.Point("counter", name, delta, tags))
                 self._emitted[key] = current[key]

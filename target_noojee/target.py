@@ -243,6 +243,12 @@ def _config_schema() -> dict[str, Any]:
             "On SIGTERM/SIGINT: seconds to wait for calls in flight.",
         ),
         _seconds(
+            "lock_wait_s",
+            0,
+            "How long to wait for another run sending the same stream and campaign to this "
+            "PBX before stopping.",
+        ),
+        _seconds(
             "progress_interval_s",
             1,
             "Seconds between progress lines while sending.",

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from pathlib import Path
 
-from target_noojee.ledger import Ledger, fingerprint, pbx_identity
+from target_noojee.ledger import SCHEMA_VERSION, Ledger, fingerprint, pbx_identity
 from target_noojee.simulator import Simulator
 
 from conftest import API_KEY, base_config, lead, record_msg, run_target, schema_msg, state_msg
@@ -167,9 +168,29 @@ def test_a_ledger_of_the_first_version_is_upgraded_in_place(sim: Simulator, tmp_
     assert result.returncode == 0, result.stderr
     assert sim.lead_calls == 0  # every lead still known, unchanged
     ledger = Ledger(path, pbx_identity(sim.url))
-    assert ledger.schema_version == 2
+    assert ledger.schema_version == SCHEMA_VERSION
     entry = ledger.get(41, "L00001")
     assert entry is not None and entry.on_pbx and not entry.closed
     changed = [schema_msg(), record_msg(lead(1, name="Changed")), state_msg(4)]
     assert run_target(config, changed, tmp_path).returncode == 0
     assert sim.lead_calls == 1  # upsert: a known lead is one update
+
+
+def test_a_second_run_of_the_same_stream_on_one_sqlite_ledger_stops(tmp_path: Path) -> None:
+    from test_kill import feed_and_collect, start_target
+
+    with Simulator(api_key=API_KEY, slots=1, service_ms=150) as sim:
+        config = base_config(sim, tmp_path, concurrency=1, fallback_disposition="Call Back")
+        first = start_target(config, tmp_path)
+        messages = [schema_msg()] + [record_msg(lead(i)) for i in range(15)] + [state_msg(15)]
+        states = feed_and_collect(first, messages)
+        while sim.lead_calls < 1:
+            time.sleep(0.02)
+        other = tmp_path / "other"
+        other.mkdir()
+        second = run_target({**config, "lock_wait_s": 0.5}, messages, other)
+        assert second.returncode == 1 and "lock_wait_s" in second.stderr
+        assert first.wait(timeout=60) == 0
+        states.finish()
+        again = run_target(config, [schema_msg(), record_msg(lead(99))], other)
+        assert again.returncode == 0  # the lock is gone with the run that held it

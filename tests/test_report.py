@@ -13,13 +13,19 @@ from typing import Any
 import pytest
 from singer_sdk import metrics
 
+from target_noojee.policy import INSERT, UPDATE
 from target_noojee.report import (
+    CLOSE_UNKNOWN,
+    CLOSED,
     DELIVERED,
     DRY_RUN,
     METRICS_LOGGER,
+    REDELIVERED,
     REJECTED,
+    REOPENED,
     RETRIED,
     UNCHANGED,
+    LeadMetric,
     RunStats,
 )
 from target_noojee.simulator import Simulator
@@ -30,6 +36,7 @@ from conftest import API_KEY, base_config, lead, record_msg, run_target, schema_
 T0 = datetime(2026, 11, 23, 9, 50, 29, tzinfo=timezone.utc)
 
 NONE_CLOSED = {"closed": 0, "close_unknown": 0, "reopened": 0, "redelivered": 0}
+NO_ENDPOINT = {"inserted": 0, "updated": 0}  # delivered counted without the call that did it
 
 
 class Clocks:
@@ -76,6 +83,7 @@ def test_report_counts_per_stream_outcome_and_code() -> None:
             "retried": 2,
             "dry_run": 0,
             **NONE_CLOSED,
+            **NO_ENDPOINT,
         },
         "rejected_by_code": {"104": 2, "110": 1, "local": 1},
         "streams": {
@@ -86,6 +94,7 @@ def test_report_counts_per_stream_outcome_and_code() -> None:
                 "retried": 2,
                 "dry_run": 0,
                 **NONE_CLOSED,
+                **NO_ENDPOINT,
                 "rejected_by_code": {"104": 2, "local": 1},
             },
             "renewals": {
@@ -95,6 +104,7 @@ def test_report_counts_per_stream_outcome_and_code() -> None:
                 "retried": 0,
                 "dry_run": 0,
                 **NONE_CLOSED,
+                **NO_ENDPOINT,
                 "rejected_by_code": {"110": 1},
             },
         },
@@ -164,76 +174,157 @@ def metric_lines(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
         if record.name == metrics.METRICS_LOGGER_NAME:
             message = record.getMessage()
             assert message.startswith("METRIC: ")
+            assert isinstance(record.args, tuple) and isinstance(record.args[0], metrics.Point)
             points.append(json.loads(message[len("METRIC: ") :]))
     caplog.clear()
     return points
 
 
-def test_metric_lines_count_delivered_and_rejected_leads(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
+def by_key(points: list[dict[str, Any]]) -> dict[tuple[str, str, str], int]:
+    """(metric, stream, code) -> the value summed over the points."""
+    sums: dict[tuple[str, str, str], int] = {}
+    for point in points:
+        key = (point["metric"], point["tags"]["stream"], point["tags"].get("code", ""))
+        sums[key] = sums.get(key, 0) + point["value"]
+    return sums
+
+
+def lifecycle_sample() -> RunStats:
+    stats = RunStats()
+    stats.add("contacts", DELIVERED, 0, endpoint=INSERT)
+    stats.add("contacts", DELIVERED, 0, endpoint=INSERT)
+    stats.add("contacts", DELIVERED, 0, endpoint=UPDATE)
+    stats.add("contacts", UNCHANGED)
+    stats.add("contacts", RETRIED, 109)
+    stats.add("contacts", RETRIED, "connection")
+    stats.add("contacts", REJECTED, 104)
+    stats.add("contacts", REJECTED, 104)
+    stats.add("contacts", REJECTED, "local")
+    stats.add("contacts", CLOSED, 0, endpoint=UPDATE)
+    stats.add("contacts", CLOSE_UNKNOWN, 112)
+    stats.add("contacts", REOPENED, 0, endpoint=UPDATE)
+    stats.add("contacts", REDELIVERED, 0, endpoint=UPDATE)
+    stats.add("renewals", DELIVERED, 0, endpoint=UPDATE)
+    stats.add("renewals", REJECTED, 110)
+    return stats
+
+
+def test_metric_points_count_each_outcome_per_stream(caplog: pytest.LogCaptureFixture) -> None:
     assert METRICS_LOGGER is metrics.get_metrics_logger()  # the SDK's, so Meltano sees them
     caplog.set_level(logging.INFO, logger=metrics.METRICS_LOGGER_NAME)
-    stats = sample()
+    stats = lifecycle_sample()
     stats.emit_metrics()
+    points = metric_lines(caplog)
+    assert by_key(points) == {
+        ("lead_inserted_count", "contacts", ""): 2,
+        ("lead_updated_count", "contacts", ""): 1,  # closes, reopens, re-deliveries apart
+        ("lead_unchanged_count", "contacts", ""): 1,
+        ("lead_retried_count", "contacts", ""): 2,
+        ("lead_rejected_count", "contacts", "104"): 2,
+        ("lead_rejected_count", "contacts", "local"): 1,
+        ("lead_closed_count", "contacts", ""): 1,
+        ("lead_close_unknown_count", "contacts", ""): 1,
+        ("lead_reopened_count", "contacts", ""): 1,
+        ("lead_redelivered_count", "contacts", ""): 1,
+        ("lead_updated_count", "renewals", ""): 1,
+        ("lead_rejected_count", "renewals", "110"): 1,
+    }
+    assert len(points) == 12  # one point per metric, stream and code
     pid = os.getpid()
-    assert metric_lines(caplog) == [
-        {
-            "type": "counter",
-            "metric": "lead_delivered_count",
-            "value": 3,
-            "tags": {"stream": "contacts", "pid": pid},
-        },
-        {
-            "type": "counter",
-            "metric": "lead_rejected_count",
-            "value": 2,
-            "tags": {"stream": "contacts", "code": "104", "pid": pid},
-        },
-        {
-            "type": "counter",
-            "metric": "lead_rejected_count",
-            "value": 1,
-            "tags": {"stream": "contacts", "code": "local", "pid": pid},
-        },
-        {
-            "type": "counter",
-            "metric": "lead_delivered_count",
-            "value": 1,
-            "tags": {"stream": "renewals", "pid": pid},
-        },
-        {
-            "type": "counter",
-            "metric": "lead_rejected_count",
-            "value": 1,
-            "tags": {"stream": "renewals", "code": "110", "pid": pid},
-        },
-    ]
-    # Like the SDK's counters, a line carries what was counted since the last one.
+    assert {
+        "type": "counter",
+        "metric": "lead_rejected_count",
+        "value": 2,
+        "tags": {"stream": "contacts", "code": "104", "pid": pid},
+    } in points
+    assert all(
+        p["tags"] == {"stream": p["tags"]["stream"], "pid": pid}
+        for p in points
+        if p["metric"] != "lead_rejected_count"
+    )
+    # The report agrees: delivered is inserted + updated.
+    report = stats.report()
+    assert report["streams"]["contacts"]["delivered"] == 3
+    assert (report["totals"]["inserted"], report["totals"]["updated"]) == (2, 2)
+    assert stats.summary_lines()[0].startswith(
+        "summary: stream contacts: delivered=3 (inserted=2 updated=1) unchanged=1 rejected=3"
+    )
+
+
+def test_metric_points_carry_what_was_counted_since_the_last(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger=metrics.METRICS_LOGGER_NAME)
+    stats = lifecycle_sample()
     stats.emit_metrics()
-    assert metric_lines(caplog) == []
-    stats.add("contacts", DELIVERED, 0)
-    stats.add("contacts", DELIVERED, 0)
+    metric_lines(caplog)
     stats.emit_metrics()
-    assert [(p["metric"], p["value"], p["tags"]["stream"]) for p in metric_lines(caplog)] == [
-        ("lead_delivered_count", 2, "contacts")
-    ]
+    assert metric_lines(caplog) == []  # nothing grew
+    stats.add("contacts", DELIVERED, 0, endpoint=UPDATE)
+    stats.add("contacts", DELIVERED, 0, endpoint=UPDATE)
+    stats.add("contacts", REJECTED, 104)
+    stats.emit_metrics()
+    assert by_key(metric_lines(caplog)) == {
+        ("lead_updated_count", "contacts", ""): 2,
+        ("lead_rejected_count", "contacts", "104"): 1,
+    }
     stats.emit_metrics(final=True)  # the end of the run: every stream, zeros included
-    assert [(p["metric"], p["value"], p["tags"]["stream"]) for p in metric_lines(caplog)] == [
-        ("lead_delivered_count", 0, "contacts"),
-        ("lead_delivered_count", 0, "renewals"),
-    ]
+    assert by_key(metric_lines(caplog)) == {
+        (metric, stream, ""): 0
+        for stream in ("contacts", "renewals")
+        for metric in ("lead_inserted_count", "lead_updated_count", "lead_unchanged_count")
+    }
+
+
+def test_a_stream_with_nothing_yet_reports_zeros_at_the_end(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger=metrics.METRICS_LOGGER_NAME)
+    stats = RunStats()
+    stats.add("contacts", REJECTED, "local")
+    stats.emit_metrics(final=True)
+    assert by_key(metric_lines(caplog)) == {
+        ("lead_inserted_count", "contacts", ""): 0,
+        ("lead_updated_count", "contacts", ""): 0,
+        ("lead_unchanged_count", "contacts", ""): 0,
+        ("lead_rejected_count", "contacts", "local"): 1,
+    }
+
+
+def test_metric_names_are_the_targets_own() -> None:
+    ours = {m.value for m in LeadMetric}
+    assert not ours & {m.value for m in metrics.Metric}  # never record_count & co
+    assert all(name.startswith("lead_") and name.endswith("_count") for name in ours)
 
 
 def test_metric_lines_look_like_the_sdks_own(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger=metrics.METRICS_LOGGER_NAME)
     stats = RunStats()
-    stats.add("contacts", DELIVERED, 0)
+    stats.add("contacts", DELIVERED, 0, endpoint=INSERT)
     stats.emit_metrics()
     ours = caplog.records[-1].getMessage()
     sdk = "METRIC: " + str(metrics.Point("counter", metrics.Metric.RECORD_COUNT, 1, {}))
     assert list(json.loads(ours[8:])) == list(json.loads(sdk[8:]))  # same keys, same order
-    assert ours.startswith('METRIC: {"type":"counter","metric":"lead_delivered_count","value":1,')
+    assert ours.startswith('METRIC: {"type":"counter","metric":"lead_inserted_count","value":1,')
+
+
+def test_structured_logging_carries_metric_info(caplog: pytest.LogCaptureFixture) -> None:
+    """What the SDK's structured logging (Meltano's `structured-logging`) writes for a point."""
+    from singer_sdk.logging import StructuredFormatter
+
+    caplog.set_level(logging.INFO, logger=metrics.METRICS_LOGGER_NAME)
+    stats = RunStats()
+    stats.add("contacts", REJECTED, 104)
+    stats.emit_metrics()
+    line = json.loads(StructuredFormatter().format(caplog.records[-1]))
+    assert line["message"] == "METRIC"
+    assert line["logger_name"] == "singer_sdk.metrics"
+    assert line["metric_info"] == {
+        "type": "counter",
+        "metric": "lead_rejected_count",
+        "value": 1,
+        "tags": {"stream": "contacts", "code": "104", "pid": os.getpid()},
+    }
 
 
 def test_metrics_from_several_threads_add_up(caplog: pytest.LogCaptureFixture) -> None:
@@ -243,7 +334,10 @@ def test_metrics_from_several_threads_add_up(caplog: pytest.LogCaptureFixture) -
 
     def work(stream: str) -> None:
         for i in range(2000):
-            stats.add(stream, DELIVERED if i % 4 else REJECTED, 0 if i % 4 else 104)
+            if i % 4:
+                stats.add(stream, DELIVERED, 0, endpoint=INSERT if i % 2 else UPDATE)
+            else:
+                stats.add(stream, REJECTED, 104)
 
     def tick() -> None:
         while not stop.is_set():
@@ -259,15 +353,15 @@ def test_metrics_from_several_threads_add_up(caplog: pytest.LogCaptureFixture) -
     stop.set()
     ticker.join()
     stats.emit_metrics(final=True)
-    sums: dict[tuple[str, str], int] = {}
-    for point in metric_lines(caplog):
-        key = (point["metric"], point["tags"]["stream"])
-        sums[key] = sums.get(key, 0) + point["value"]
-    assert sums == {
-        ("lead_delivered_count", "a"): 3000,
-        ("lead_rejected_count", "a"): 1000,
-        ("lead_delivered_count", "b"): 3000,
-        ("lead_rejected_count", "b"): 1000,
+    assert by_key(metric_lines(caplog)) == {
+        ("lead_inserted_count", "a", ""): 2000,
+        ("lead_updated_count", "a", ""): 1000,
+        ("lead_unchanged_count", "a", ""): 0,
+        ("lead_rejected_count", "a", "104"): 1000,
+        ("lead_inserted_count", "b", ""): 2000,
+        ("lead_updated_count", "b", ""): 1000,
+        ("lead_unchanged_count", "b", ""): 0,
+        ("lead_rejected_count", "b", "104"): 1000,
     }
 
 
@@ -291,9 +385,14 @@ def test_a_run_writes_its_report_and_metric_lines(sim: Simulator, tmp_path: Path
     assert report["rejected_by_code"] == {"104": 1, "local": 1}
     assert report["error"] is None
     assert API_KEY not in report_path.read_text(encoding="utf-8")
-    delivered = [
+    points = [
         json.loads(line.split("METRIC: ", 1)[1])
         for line in result.stderr.splitlines()
-        if '"metric":"lead_delivered_count"' in line
+        if "METRIC: " in line and '"metric":"lead_' in line
     ]
-    assert sum(p["value"] for p in delivered) == 5
+    sums = by_key(points)
+    # upsert, an empty ledger: each lead is inserted
+    assert sums[("lead_inserted_count", "contacts", "")] == 5
+    assert sums[("lead_updated_count", "contacts", "")] == 0
+    assert sums[("lead_rejected_count", "contacts", "104")] == 1
+    assert sums[("lead_rejected_count", "contacts", "local")] == 1
