@@ -12,6 +12,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
+from urllib.parse import urlsplit
 
 from target_noojee.client import client_from_config
 from target_noojee.codes import EXTERNAL_ID_FIELD, NO_CHANGE, lookup
@@ -735,8 +736,10 @@ class Pipeline:
             failure = self.delivery.failure
             try:
                 self.stats.write_report(report_file, error=str(failure) if failure else None)
-            except OSError as exc:
-                LOGGER.error("cannot write report_file %s: %s", report_file, exc.strerror)
+            except Exception as exc:  # object stores raise their own (no s3fs, credentials)
+                LOGGER.error(
+                    "cannot write report_file %s: %s", _shown(str(report_file)), _reason(exc)
+                )
 
     @property
     def failure(self) -> DeliveryStopped | None:
@@ -763,3 +766,18 @@ class Pipeline:
                 )
             )
             self.stats.emit_metrics()
+
+
+def _shown(location: str) -> str:
+    """A file or URL for a message, without any user or password in it."""
+    parts = urlsplit(location)
+    if not parts.scheme or "@" not in parts.netloc:
+        return location
+    return parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]).geturl()
+
+
+def _reason(exc: Exception) -> str:
+    """An error in one short line."""
+    text = getattr(exc, "strerror", None) or str(exc)
+    line = text.splitlines()[0][:200] if text else ""
+    return f"{type(exc).__name__}: {line}" if line else type(exc).__name__

@@ -218,11 +218,19 @@ class RunStats:
             "error": error,
         }
 
-    def write_report(self, path: str | os.PathLike[str], *, error: str | None = None) -> Path:
-        """Write the report as JSON to ``path`` atomically (temp file, fsync, rename)."""
+    def write_report(self, path: str | os.PathLike[str], *, error: str | None = None) -> str:
+        """Write the report as JSON to ``path``: a local file atomically (temp file, fsync,
+        rename), or an object-storage URL (``s3://``, ``gs://``, ``az://``, any fsspec
+        protocol) in one put, which object stores make atomic themselves."""
+        text = json.dumps(self.report(error=error), indent=2, ensure_ascii=False) + "\n"
+        if "://" in str(path):
+            import fsspec  # a singer-sdk dependency; only an object-storage report needs it
+
+            with fsspec.open(str(path), "w", encoding="utf-8") as remote:
+                remote.write(text)
+            return str(path)
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
-        text = json.dumps(self.report(error=error), indent=2, ensure_ascii=False) + "\n"
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -235,7 +243,7 @@ class RunStats:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
-        return target
+        return str(target)
 
     def emit_metrics(self, *, final: bool = False) -> None:
         """Log a metric point for each count that grew since the last call.

@@ -263,8 +263,9 @@ def _config_schema() -> dict[str, Any]:
         th.Property(
             "report_file",
             th.StringType,
-            description="JSON file receiving the run report (counts per stream, outcome and "
-            "response code) at the end of the run; unset: no file.",
+            description="JSON file, or object-storage URL (s3://, gs://, az:// with its "
+            "fsspec backend, e.g. s3fs, installed), receiving the run report (counts per "
+            "stream, outcome and response code) at the end of the run; unset: none.",
         ),
         th.Property(
             "ca_bundle",

@@ -147,7 +147,7 @@ def test_summary_lines_and_the_existing_methods_keep_working() -> None:
 def test_write_report_replaces_the_file_atomically(tmp_path: Path) -> None:
     path = tmp_path / "reports" / "run.json"  # the folder is created
     stats = sample()
-    assert stats.write_report(path) == path
+    assert stats.write_report(path) == str(path)
     assert json.loads(path.read_text(encoding="utf-8"))["totals"]["delivered"] == 4
     first_inode = path.stat().st_ino
     stats.add("contacts", DELIVERED, 0)
@@ -396,3 +396,26 @@ def test_a_run_writes_its_report_and_metric_lines(sim: Simulator, tmp_path: Path
     assert sums[("lead_updated_count", "contacts", "")] == 0
     assert sums[("lead_rejected_count", "contacts", "104")] == 1
     assert sums[("lead_rejected_count", "contacts", "local")] == 1
+
+
+def test_the_report_goes_to_an_object_storage_url() -> None:
+    import fsspec
+
+    sample().write_report("memory://noojee-reports/run.json")
+    with fsspec.open("memory://noojee-reports/run.json", "r") as handle:
+        assert json.load(handle)["totals"]["delivered"] == sample().report()["totals"]["delivered"]
+
+
+def test_a_run_writes_its_report_to_a_url_and_names_a_url_it_cannot_use(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    target = tmp_path / "reports" / "run.json"
+    config = base_config(sim, tmp_path, report_file=target.as_uri())
+    result = run_target(config, [schema_msg(), record_msg(lead(1))], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(target.read_text())["totals"]["delivered"] == 1
+    bad = base_config(sim, tmp_path, report_file="nosuchstore://user:secret@bucket/run.json")
+    result = run_target(bad, [schema_msg(), record_msg(lead(2))], tmp_path)
+    assert result.returncode == 0
+    assert "cannot write report_file nosuchstore://bucket/run.json" in result.stderr
+    assert "secret" not in result.stderr
