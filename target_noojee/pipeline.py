@@ -640,7 +640,8 @@ class Pipeline:
                 return
         self._write_local_reject(lane.stream, key, rejection.reason, rejection.lead, lane.ids)
         if remembered:
-            self.rejects.sync()  # the line is on disk before the ledger says it was written
+            # The reject's own row is committed in the same database by the write above, so
+            # the ledger never remembers a reject that is not kept.
             self.ledger.record(campaign_id, external_id, mark, LOCAL, "local", stream=lane.stream)
         self.watermark.release(seq)
 
