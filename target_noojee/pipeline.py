@@ -48,7 +48,7 @@ LOGGER = logging.getLogger("target_noojee")
 DEFAULTS: dict[str, Any] = {
     "reject_file": "noojee-rejects.jsonl",
     "dry_run_file": "noojee-dry-run.jsonl",
-    "max_concurrency": 32,
+    "max_concurrency": 128,
     "request_timeout_s": 90.0,
     "max_retry_time_s": 1800.0,
     "overload_pause_s": 120.0,

@@ -1,12 +1,15 @@
 """A discrete-event queueing model of the PBX and of target clients, in virtual time.
 
-The server has C slots (may change over time), a service time S(t) with uniform jitter, a FIFO
-queue whose calls fail with 109 (OVERLOAD) after `queue_timeout` seconds, and outages that fail
-every call with CONNECT_FAILED. Each client is a closed loop of `workers` callers gated by a
-`LimiterCore`, with an endless backlog of leads. Nothing sleeps: a 100 s run takes well under a
-second of real time.
+The server has C slots (may change), a mean service time S(t) with lognormal noise of a given
+coefficient of variation, a FIFO or barging queue (Java's non-fair `Semaphore`: a freed slot
+is free until the woken head of the queue takes it, `wake` seconds later, and a call arriving
+meanwhile takes it first), calls that fail with 109 (OVERLOAD) after `queue_timeout` seconds, a
+network round trip outside the slot (jittered), the dialer's own work holding slots on a
+schedule, background 103s and lost replies (ERROR), error bursts, imports (109 at once) and
+outages (CONNECT_FAILED). Each client is a closed loop of callers gated by a `LimiterCore`,
+with an endless backlog. Nothing sleeps: a 100 s run takes well under a second.
 
-``python tests/pacing_model.py`` prints the scenario table (adaptive vs fixed 1, 4 and 32).
+``python tests/pacing_model.py`` prints the grid's steady-state table.
 """
 
 from __future__ import annotations
@@ -17,11 +20,13 @@ import itertools
 import math
 import random
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from target_noojee.pacing import Breaker, FixedPolicy, GradientPolicy, LimiterCore, Permit, Signal
+from target_noojee.pacing import Breaker, LimiterCore, Permit, Rule, Signal, Tuning
+
+MAX_LIMIT = 128
 
 
 class Sim:
@@ -54,18 +59,24 @@ class Call:
 
 @dataclass
 class Server:
-    """C slots, FIFO queue, service time `service(t) * U(1 - jitter, 1 + jitter)`."""
+    """The PBX: slots, a queue of a given kind, noisy service times, a network in front."""
 
     sim: Sim
     slots: int
     service: Callable[[float], float] = lambda t: 0.1
-    jitter: float = 0.2
+    cv: float = 0.0
+    queue: str = "fifo"  # or "barging"
+    latency: float = 0.001  # round trip, outside the slot
+    wake: float = 0.001  # barging: how long a woken waiter takes to claim a freed slot
     queue_timeout: float = 60.0
-    latency: float = 0.0005  # one way
+    fault_rate: float = 0.0  # 103 after the service time
+    drop_rate: float = 0.0  # the call is served but its reply is lost
     seed: int = 1
     busy: int = 0
+    reserved: int = 0  # slots the dialer holds
     down: bool = False
     importing: bool = False
+    burst_rate: float = 0.0  # while set, this share of calls fails at once (ERROR)
     _queue: list[Call] = field(default_factory=list)
     _serving: set[Call] = field(default_factory=set)
     _qlog_t: list[float] = field(default_factory=lambda: [0.0])
@@ -85,6 +96,11 @@ class Server:
     def set_slots_at(self, t: float, slots: int) -> None:
         self.sim.at(t, self._set_slots, slots)
 
+    def dialer_load(self, schedule: Iterable[tuple[float, int]]) -> None:
+        """The dialer holds K slots from second T, for each (T, K)."""
+        for t, k in schedule:
+            self.sim.at(t, self._set_reserved, k)
+
     def outage(self, start: float, end: float) -> None:
         self.sim.at(start, self._down)
         self.sim.at(end, self._up)
@@ -94,11 +110,20 @@ class Server:
         self.sim.at(start, setattr, self, "importing", True)
         self.sim.at(end, setattr, self, "importing", False)
 
+    def error_burst(self, start: float, end: float, rate: float = 0.5) -> None:
+        """`rate` of the calls fail with 103 between start and end."""
+        self.sim.at(start, setattr, self, "burst_rate", rate)
+        self.sim.at(end, setattr, self, "burst_rate", 0.0)
+
     def slots_at(self, t: float) -> int:
+        """Slots available to lead calls at time t (the dialer's excluded)."""
         i = bisect.bisect_right([s[0] for s in self._slot_log], t) - 1
         return self._slot_log[max(0, i)][1]
 
     # -- the queue ------------------------------------------------------------------------------
+
+    def _free(self) -> int:
+        return self.slots - self.reserved - self.busy
 
     def _log_queue(self) -> None:
         t = self.sim.now
@@ -115,12 +140,17 @@ class Server:
         """Time-weighted mean number of queued calls over [t0, t1]."""
         return (self._area(t1) - self._area(t0)) / (t1 - t0)
 
+    def one_way(self) -> float:
+        return self.latency / 2 * self._rng.uniform(0.8, 1.2)
+
     def arrive(self, call: Call) -> None:
         if self.down:
             self._reply(call, Signal.CONNECT_FAILED)
         elif self.importing:
             self._reply(call, Signal.OVERLOAD)
-        elif self.busy < self.slots and not self._queue:
+        elif self.burst_rate and self._rng.random() < self.burst_rate:
+            self._reply(call, Signal.ERROR)
+        elif self._free() > 0 and (self.queue == "barging" or not self._queue):
             self._start(call)
         else:
             call.state = "queued"
@@ -132,7 +162,11 @@ class Server:
         self.busy += 1
         call.state = "serving"
         self._serving.add(call)
-        s = self.service(self.sim.now) * self._rng.uniform(1 - self.jitter, 1 + self.jitter)
+        mean = self.service(self.sim.now)
+        s = mean
+        if self.cv > 0:
+            sigma2 = math.log1p(self.cv**2)
+            s = self._rng.lognormvariate(math.log(mean) - sigma2 / 2, math.sqrt(sigma2))
         self.sim.at(self.sim.now + s, self._finish, call, self._gen)
 
     def _finish(self, call: Call, gen: int) -> None:
@@ -141,15 +175,30 @@ class Server:
         self.busy -= 1
         self._serving.discard(call)
         self.served += 1
-        self._reply(call, Signal.OK)
+        if self.fault_rate and self._rng.random() < self.fault_rate:
+            self._reply(call, Signal.ERROR)
+        elif self.drop_rate and self._rng.random() < self.drop_rate:
+            self._reply(call, Signal.ERROR)  # applied, but the reply is lost
+        else:
+            self._reply(call, Signal.OK)
         self._drain()
 
     def _drain(self) -> None:
+        if self.queue == "barging":
+            for _ in range(max(0, min(self._free(), len(self._queue)))):
+                self.sim.at(self.sim.now + self.wake, self._claim, self._gen)
+            return
         changed = False
-        while self._queue and self.busy < self.slots:
+        while self._queue and self._free() > 0:
             self._start(self._queue.pop(0))
             changed = True
         if changed:
+            self._log_queue()
+
+    def _claim(self, gen: int) -> None:
+        """Barging: the woken head of the queue takes a slot if no newcomer took it first."""
+        if gen == self._gen and self._queue and self._free() > 0:
+            self._start(self._queue.pop(0))
             self._log_queue()
 
     def _expire(self, call: Call, gen: int) -> None:
@@ -161,7 +210,12 @@ class Server:
 
     def _set_slots(self, slots: int) -> None:
         self.slots = slots
-        self._slot_log.append((self.sim.now, slots))
+        self._slot_log.append((self.sim.now, slots - self.reserved))
+        self._drain()
+
+    def _set_reserved(self, reserved: int) -> None:
+        self.reserved = reserved
+        self._slot_log.append((self.sim.now, self.slots - reserved))
         self._drain()
 
     def _down(self) -> None:
@@ -180,7 +234,8 @@ class Server:
     def _reply(self, call: Call, signal: Signal) -> None:
         call.state = "done"
         self.counts[signal.value] += 1
-        self.sim.at(self.sim.now + self.latency, call.client.on_reply, call, signal)
+        call.client.counts_at_server[signal.value] += 1
+        self.sim.at(self.sim.now + self.one_way(), call.client.on_reply, call, signal)
 
 
 @dataclass(eq=False)
@@ -190,17 +245,19 @@ class Client:
     sim: Sim
     server: Server
     core: LimiterCore
-    workers: int = 40
+    workers: int = MAX_LIMIT + 8
     think: float = 0.0002  # the target's own work between calls
     overload_pause: float = 1.0  # a worker's pause after a 109, as delivery's retry would
+    error_pause: float = 0.5  # and after a 103 or a lost reply
     ok_times: list[float] = field(default_factory=list)
     limit_log: list[tuple[float, int]] = field(default_factory=list)
     counts: Counter[str] = field(default_factory=Counter)
+    counts_at_server: Counter[str] = field(default_factory=Counter)
     _idle: int = 0
     _timer_at: float | None = None
 
     def start(self, t: float = 0.0) -> None:
-        self._log_limit()
+        self.sim.at(t, self._log_limit)
         for _ in range(self.workers):
             self.sim.at(t, self._try)
 
@@ -213,7 +270,7 @@ class Client:
         got = self.core.try_acquire(self.sim.now)
         if isinstance(got, Permit):
             call = Call(self, got)
-            self.sim.at(self.sim.now + self.server.latency, self.server.arrive, call)
+            self.sim.at(self.sim.now + self.server.one_way(), self.server.arrive, call)
             return
         self._idle += 1
         if got is not None and (self._timer_at is None or got < self._timer_at):
@@ -237,7 +294,9 @@ class Client:
         if signal is Signal.OK:
             self.ok_times.append(now)
         self._log_limit()
-        pause = self.overload_pause if signal is Signal.OVERLOAD else self.think
+        pause = {Signal.OVERLOAD: self.overload_pause, Signal.ERROR: self.error_pause}.get(
+            signal, self.think
+        )
         self.sim.at(now + pause, self._back)
         self.sim.at(now, self._wake)  # the freed slot goes to a waiting worker
 
@@ -268,23 +327,17 @@ def ideal_done(server: Server, t0: float, t1: float, step: float = 0.01) -> floa
     return total
 
 
-def recovery_time(
-    clients: list[Client],
-    server: Server,
-    t_end: float,
-    share: float = 0.9,
-    span: float = 1.0,
-    *,
-    after_span: bool = False,
+def first_time_at(
+    clients: list[Client], server: Server, since: float, share: float = 0.9, span: float = 1.0
 ) -> float:
-    """Seconds after t_end until the clients' completions over the trailing `span` seconds first
-    reach `share` of C/S (with `after_span`, only windows wholly after t_end count)."""
-    t = t_end + span if after_span else t_end
-    while t < t_end + 60:
-        t += 0.05
+    """Seconds after `since` until the end of the first `span`-second window whose completions
+    reach `share` of C/S (at least `span`)."""
+    t = since + span
+    while t < since + 60:
         done = sum(c.done_between(t - span, t) for c in clients)
         if done >= share * ideal_done(server, t - span, t):
-            return t - t_end
+            return t - since
+        t += 0.05
     return math.inf
 
 
@@ -293,48 +346,80 @@ def recovery_time(
 CoreFactory = Callable[[int], LimiterCore]
 
 
-def adaptive_core(seed: int = 1, **kw: Any) -> LimiterCore:
-    """A LimiterCore with the adaptive policy (seeded); breaker knobs go to the breaker."""
-    rng = random.Random(seed)
-    breaker_kw = {k: kw.pop(k) for k in ("failures_to_open", "base_wait", "max_wait") if k in kw}
-    return LimiterCore(GradientPolicy(rng=rng, **kw), Breaker(rng=rng, **breaker_kw))
+def adaptive_core(seed: int = 1, max_limit: int = MAX_LIMIT, **tuning: Any) -> LimiterCore:
+    """A LimiterCore with the adaptive rule (seeded breaker); keywords are `Tuning` fields."""
+    rule = Rule(Tuning(**tuning), max_limit=max_limit)
+    return LimiterCore(rule, Breaker(rng=random.Random(seed)))
 
 
 def fixed_core(limit: int) -> CoreFactory:
     """A factory of LimiterCores pinned at `limit`."""
-    return lambda seed: LimiterCore(FixedPolicy(limit), Breaker(rng=random.Random(seed)))
+    return lambda seed: LimiterCore(breaker=Breaker(rng=random.Random(seed)), fixed=limit)
 
 
 # -- scenarios ----------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class World:
+    """One point of the grid: the PBX as a client sees it."""
+
+    slots: int = 8
+    queue: str = "fifo"
+    cv: float = 0.0
+    latency_ms: float = 0.0
+    service_s: float = 0.1
+
+    def __str__(self) -> str:
+        return f"C={self.slots} {self.queue} cv={self.cv:g} L={self.latency_ms:g}ms"
+
+
+GRID = [
+    World(c, q, cv, lat)
+    for c in (1, 2, 4, 8, 16, 32)
+    for q in ("fifo", "barging")
+    for cv in (0.0, 0.3, 0.6)
+    for lat in (0.0, 30.0, 100.0)
+]
+
+
 @dataclass
 class Result:
-    """What a scenario measured (over its steady part)."""
+    """What a scenario measured."""
 
     throughput: float  # completions / (integral of C/S)
     queue: float  # time-weighted mean server queue
     overloads: int = 0  # 109s
-    shares: tuple[float, ...] = ()  # per client, for shared scenarios
-    recovery: float | None = None  # seconds to >= 90% after the disturbance ends
+    shares: tuple[float, ...] = ()  # per client
+    recovery: float | None = None  # seconds to >= 90% of C/S after the disturbance
     clients: list[Client] = field(default_factory=list)
     server: Server | None = None
 
 
-def _run(
-    slots: int,
+def run(
+    world: World,
     factories: list[CoreFactory],
     until: float,
     *,
-    service: Callable[[float], float] = lambda t: 0.1,
-    jitter: float = 0.2,
     seed: int = 1,
     starts: tuple[float, ...] = (),
     setup: Callable[[Server], None] | None = None,
+    service: Callable[[float], float] | None = None,
     think: float = 0.0002,
+    **server_kw: Any,
 ) -> tuple[Server, list[Client]]:
+    """Run clients of the given limiters against one server until `until`."""
     sim = Sim()
-    server = Server(sim, slots, service=service, jitter=jitter, seed=seed)
+    server = Server(
+        sim,
+        world.slots,
+        service=service or (lambda t: world.service_s),
+        cv=world.cv,
+        queue=world.queue,
+        latency=max(world.latency_ms / 1000.0, 0.001),
+        seed=seed,
+        **server_kw,
+    )
     if setup:
         setup(server)
     clients = [Client(sim, server, f(seed + 100 * i), think=think) for i, f in enumerate(factories)]
@@ -344,7 +429,8 @@ def _run(
     return server, clients
 
 
-def _measure(server: Server, clients: list[Client], t0: float, t1: float) -> Result:
+def measure(server: Server, clients: list[Client], t0: float, t1: float) -> Result:
+    """Throughput over C/S, mean queue and shares over [t0, t1]."""
     ideal = ideal_done(server, t0, t1)
     shares = tuple(c.done_between(t0, t1) / ideal for c in clients)
     return Result(
@@ -358,173 +444,152 @@ def _measure(server: Server, clients: list[Client], t0: float, t1: float) -> Res
 
 
 def steady(
-    slots: int,
-    factory: CoreFactory = adaptive_core,
-    *,
-    jitter: float = 0.2,
-    seed: int = 1,
-    service_s: float = 0.1,
+    world: World, factory: CoreFactory = adaptive_core, *, seed: int = 1, until: float = 60.0
 ) -> Result:
-    """C fixed, S = 100 ms unless said: measured from 20 s to 120 s."""
-    server, clients = _run(
-        slots, [factory], 120.0, service=lambda t: service_s, jitter=jitter, seed=seed
-    )
-    return _measure(server, clients, 20.0, 120.0)
+    """C and S fixed: measured from 10 s to the end."""
+    server, clients = run(world, [factory], until, seed=seed)
+    return measure(server, clients, 10.0, until)
 
 
-def capacity_change(factory: CoreFactory = adaptive_core, *, seed: int = 1) -> list[Result]:
-    """C = 8, then 3 at 40 s, then 12 at 80 s; each phase measured from 5 s after its change."""
-
-    def setup(server: Server) -> None:
-        server.set_slots_at(40.0, 3)
-        server.set_slots_at(80.0, 12)
-
-    server, clients = _run(8, [factory], 120.0, seed=seed, setup=setup)
-    return [
-        _measure(server, clients, a + 5.0, b)
-        for a, b in ((10.0, 40.0), (40.0, 80.0), (80.0, 120.0))
-    ]
+def short_job(
+    world: World, factory: CoreFactory = adaptive_core, *, seed: int = 1, span: float = 10.0
+) -> Result:
+    """A job of `span` seconds from the first call, ramp included; `recovery` is the time to
+    the first second at >= 90% of C/S."""
+    server, clients = run(world, [factory], span, seed=seed)
+    result = measure(server, clients, 0.0, span)
+    result.recovery = first_time_at(clients, server, 0.0)
+    return result
 
 
-def capacity_change_short(
+def capacity_change(
+    world: World = World(8),
     factory: CoreFactory = adaptive_core,
     *,
     seed: int = 1,
-    warmup: float = 3.0,
-    phase: float = 6.0,
-    jitter: float = 0.0,
-    think: float = 0.0015,
+    phase: float = 20.0,
+    levels: tuple[int, ...] = (8, 3, 12),
 ) -> list[Result]:
-    """The benchmark's c-change: C = 8, 3, 12 for `phase` seconds each after a `warmup`, each
-    phase measured whole (the ramp after a change counts), fixed service times (the simulator
-    sleeps S) and a 1-2 ms client turnaround."""
+    """C steps through `levels`, `phase` seconds each; each phase measured whole, with the time
+    to >= 90% of the new C/S."""
 
     def setup(server: Server) -> None:
-        server.set_slots_at(warmup + phase, 3)
-        server.set_slots_at(warmup + 2 * phase, 12)
+        for i, level in enumerate(levels[1:], start=1):
+            server.set_slots_at(i * phase, level)
 
-    until = warmup + 3 * phase
-    server, clients = _run(8, [factory], until, jitter=jitter, seed=seed, setup=setup, think=think)
-    return [
-        _measure(server, clients, warmup + i * phase, warmup + (i + 1) * phase) for i in range(3)
-    ]
+    world = World(levels[0], world.queue, world.cv, world.latency_ms, world.service_s)
+    server, clients = run(world, [factory], phase * len(levels), seed=seed, setup=setup)
+    out = []
+    for i in range(len(levels)):
+        r = measure(server, clients, i * phase, (i + 1) * phase)
+        r.recovery = first_time_at(clients, server, i * phase)
+        out.append(r)
+    return out
 
 
 def service_growth(
-    factory: CoreFactory = adaptive_core, *, seed: int = 1, until: float = 120.0
-) -> Result:
-    """C = 8, S growing linearly from 100 ms to 300 ms over the run; measured from 10 s."""
-    server, clients = _run(8, [factory], until, service=lambda t: 0.1 + 0.2 * t / until, seed=seed)
-    return _measure(server, clients, 10.0, until)
-
-
-def service_step(
+    world: World = World(8),
     factory: CoreFactory = adaptive_core,
     *,
     seed: int = 1,
-    at: float = 30.0,
-    until: float = 90.0,
-    after: float = 0.2,
+    until: float = 60.0,
+    end_s: float = 0.3,
 ) -> Result:
-    """C = 8, S steps from 100 ms to `after` seconds at `at`; measured from 10 s after the step,
-    with the recovery time after it (to >= 90% of the new C/S over 2 s, wholly after the step)."""
-    server, clients = _run(
-        8, [factory], until, service=lambda t: 0.1 if t < at else after, seed=seed
-    )
-    result = _measure(server, clients, at + 10.0, until)
-    result.recovery = recovery_time(clients, server, at, span=2.0, after_span=True)
+    """S grows linearly from the world's to `end_s` over the run; measured from 10 s."""
+    s0 = world.service_s
+
+    def service(t: float) -> float:
+        return s0 + (end_s - s0) * t / until
+
+    server, clients = run(world, [factory], until, seed=seed, service=service)
+    return measure(server, clients, 10.0, until)
+
+
+def outage(
+    world: World = World(8), factory: CoreFactory = adaptive_core, *, seed: int = 1
+) -> Result:
+    """The PBX refuses connections from 20 s to 40 s; measured from 40 s to 60 s."""
+    server, clients = run(world, [factory], 60.0, seed=seed, setup=lambda s: s.outage(20.0, 40.0))
+    result = measure(server, clients, 40.0, 60.0)
+    result.recovery = first_time_at(clients, server, 40.0)
     return result
 
 
-def fast_growth(
-    factory: CoreFactory = adaptive_core, *, seed: int = 1, span: float = 19.0, warmup: float = 3.0
+def manual_import(
+    world: World = World(8), factory: CoreFactory = adaptive_core, *, seed: int = 1
 ) -> Result:
-    """C = 8, S growing from 100 ms to 300 ms over a `span`-second run, as in the benchmark's
-    s-growth scenario; measured from `warmup` seconds."""
-    server, clients = _run(8, [factory], span, service=lambda t: 0.1 + 0.2 * t / span, seed=seed)
-    return _measure(server, clients, warmup, span)
+    """Lead calls fail with 109 from 20 s to 30 s; measured from 30 s to 50 s."""
+    server, clients = run(
+        world, [factory], 50.0, seed=seed, setup=lambda s: s.manual_import(20.0, 30.0)
+    )
+    result = measure(server, clients, 30.0, 50.0)
+    result.recovery = first_time_at(clients, server, 30.0)
+    return result
+
+
+def background_errors(
+    world: World = World(16),
+    factory: CoreFactory = adaptive_core,
+    *,
+    seed: int = 1,
+    fault_rate: float = 0.03,
+    drop_rate: float = 0.01,
+    until: float = 60.0,
+) -> Result:
+    """A steady share of 103s and lost replies; throughput counts OK replies only."""
+    server, clients = run(
+        world, [factory], until, seed=seed, fault_rate=fault_rate, drop_rate=drop_rate
+    )
+    return measure(server, clients, 10.0, until)
+
+
+def error_burst(
+    world: World = World(8), factory: CoreFactory = adaptive_core, *, seed: int = 1
+) -> tuple[Server, list[Client]]:
+    """Half the calls fail at once from 20 s to 25 s."""
+    return run(world, [factory], 40.0, seed=seed, setup=lambda s: s.error_burst(20.0, 25.0))
+
+
+def dialer_load(
+    world: World = World(8),
+    factory: CoreFactory = adaptive_core,
+    *,
+    seed: int = 1,
+    schedule: tuple[tuple[float, int], ...] = ((0.0, 2), (20.0, 4), (40.0, 0)),
+) -> list[Result]:
+    """The dialer holds slots on a schedule; each phase measured whole."""
+    until = schedule[-1][0] + 20.0
+    server, clients = run(
+        world, [factory], until, seed=seed, setup=lambda s: s.dialer_load(schedule)
+    )
+    bounds = [t for t, _ in schedule] + [until]
+    return [measure(server, clients, a, b) for a, b in itertools.pairwise(bounds)]
 
 
 def shared(
-    slots: int = 8,
+    world: World = World(8),
     factories: tuple[CoreFactory, CoreFactory] = (adaptive_core, adaptive_core),
     *,
-    second_at: float = 0.0,
-    jitter: float = 0.2,
+    second_at: float = 10.0,
     seed: int = 1,
+    until: float = 90.0,
 ) -> Result:
     """Two targets on one PBX, the second starting at `second_at`; measured from 20 s after it."""
-    server, clients = _run(
-        slots, list(factories), 120.0, jitter=jitter, seed=seed, starts=(0.0, second_at)
-    )
-    return _measure(server, clients, second_at + 20.0, 120.0)
-
-
-def outage(factory: CoreFactory = adaptive_core, *, slots: int = 8, seed: int = 1) -> Result:
-    """The PBX refuses connections from 30 s to 60 s; measured from 65 s to 90 s."""
-    server, clients = _run(slots, [factory], 90.0, seed=seed, setup=lambda s: s.outage(30.0, 60.0))
-    result = _measure(server, clients, 65.0, 90.0)
-    result.recovery = recovery_time(clients, server, 60.0)
-    return result
-
-
-def manual_import(factory: CoreFactory = adaptive_core, *, slots: int = 8, seed: int = 1) -> Result:
-    """Lead calls fail with 109 from 30 s to 40 s; measured from 45 s to 70 s."""
-    server, clients = _run(
-        slots, [factory], 70.0, seed=seed, setup=lambda s: s.manual_import(30.0, 40.0)
-    )
-    result = _measure(server, clients, 45.0, 70.0)
-    result.recovery = recovery_time(clients, server, 40.0)
-    return result
+    server, clients = run(world, list(factories), until, seed=seed, starts=(0.0, second_at))
+    return measure(server, clients, second_at + 20.0, until)
 
 
 def main() -> None:
-    """Print the model's results table: adaptive vs fixed concurrency 1, 4 and 32."""
-    limiters: list[tuple[str, CoreFactory]] = [
-        ("adaptive", adaptive_core),
-        ("fixed 1", fixed_core(1)),
-        ("fixed 4", fixed_core(4)),
-        ("fixed 32", fixed_core(32)),
-    ]
-    rows: list[tuple[str, Callable[[CoreFactory], Result]]] = [
-        *[(f"C={c:<2} S=100ms", lambda f, c=c: steady(c, f)) for c in (1, 2, 4, 8, 16)],
-        *[
-            (f"C={c:<2} S=100ms, no jitter", lambda f, c=c: steady(c, f, jitter=0.0))
-            for c in (4, 16)
-        ],
-        *[(f"C 8->3->12, phase {i + 1}", lambda f, i=i: capacity_change(f)[i]) for i in range(3)],
-        *[
-            (f"C 8->3->12 6 s, phase {i + 1}", lambda f, i=i: capacity_change_short(f)[i])
-            for i in range(3)
-        ],
-        ("S 100->300ms, C=8", service_growth),
-        ("S 100->300ms in 19 s, C=8", fast_growth),
-        ("S step 100->200ms, C=8", service_step),
-        ("30 s outage, C=8", outage),
-        ("10 s import (109s), C=8", manual_import),
-    ]
-    print(f"{'scenario':28}" + "".join(f"{name:>22}" for name, _ in limiters))
-    print(f"{'':28}" + "".join(f"{'thr  queue  recover':>22}" for _ in limiters))
-    for label, run in rows:
-        cells = []
-        for _, factory in limiters:
-            r = run(factory)
-            rec = (
-                ""
-                if r.recovery is None
-                else "never"
-                if math.isinf(r.recovery)
-                else f"{r.recovery:4.1f}s"
-            )
-            cells.append(f"{r.throughput:5.2f} {r.queue:6.2f} {rec:>7}")
-        print(f"{label:28}" + "".join(f"{c:>22}" for c in cells))
-    for c in (4, 8, 16):
-        for name, factory in limiters[:1] + limiters[3:]:
-            r = shared(c, (adaptive_core, factory), second_at=15.0)
-            print(
-                f"shared C={c:<2} adaptive + {name:9} shares {r.shares[0]:.2f} / {r.shares[1]:.2f}"
-                f"  queue {r.queue:.2f}"
-            )
+    """Print the grid: the adaptive limiter's steady state and its 10 s jobs."""
+    print(f"{'world':36} {'steady thr':>10} {'queue':>6} {'109':>4} {'10 s job':>9} {'to 90%':>7}")
+    for world in GRID:
+        r = steady(world, until=40.0)
+        j = short_job(world)
+        rec = "never" if j.recovery is None or math.isinf(j.recovery) else f"{j.recovery:.2f}"
+        print(
+            f"{world!s:36} {r.throughput:10.3f} {r.queue:6.2f} {r.overloads:4d} "
+            f"{j.throughput:9.3f} {rec:>7}"
+        )
 
 
 if __name__ == "__main__":
