@@ -55,6 +55,7 @@ class Rule:
         self._next_remeasure: float | None = None
         self._remeasure_gap = 1.0
         self._quiet = 0  # windows under the target in a row
+        self._quiet_peak = 0  # the start: the most calls in flight a round showed no queue at
         self._recover_to = 0.0  # where the limit stood before an error or overload cut
         self._last_overload = -math.inf
         self.last_queue: float | None = None
@@ -102,11 +103,16 @@ class Rule:
         used = w.peak >= self.limit  # else the application sends fewer: nothing to learn
         if queue > target + max(1.0, noise, 0.25 * w.in_flight):
             # Far over: the in-flight count less the calls that waited is the knee.
+            knee = w.in_flight - queue + target
+            if self.starting:  # a round ago this many went out without a queue
+                knee = max(knee, float(self._quiet_peak))
             self.starting = False
             self._recover_to = 0.0
             self._quiet = 0
-            self.value = self._clamp(w.in_flight - queue + target)
+            self.value = self._clamp(knee)
         elif self.starting:
+            if queue <= target:
+                self._quiet_peak = max(self._quiet_peak, w.peak)
             if used:
                 self.value = self._clamp(2.0 * self.value)
                 self.starting = self.value < self.max_limit
