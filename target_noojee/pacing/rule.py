@@ -10,12 +10,15 @@ Filling C slots takes about C * (S + L) / S calls in flight (L: the network and 
 own delay), and the estimate stays near zero all the way up to there. The rule holds that
 queue at `target_queue`:
 
-- start: double the limit every round trip while no queue shows, then cut to the knee;
+- start: double the limit every round trip while no queue shows, then cut to the knee (no
+  lower than the calls a round carried without a queue);
 - each window moves the limit by `gain` x (target - queue): a window's noise averages out over
   the next ones, and the queue averages the target. A window far over it (C fell) is cut to at
   once; quiet windows in a row grow faster each time (C rose);
 - every `remeasure_s` (sooner at first) one window runs at `remeasure_fraction` of the limit,
-  under the knee, to re-measure the baseline: S grows with the PBX's database;
+  under the knee, to re-measure the baseline (S grows with the PBX's database); while sending
+  fewer shortens the round trip a queue stood above, maybe another client's, and the next window
+  goes a step lower: a baseline never rises on a reading that sending fewer sped up;
 - a rise of the error rate (not its presence: a PBX may fail a few percent of calls for ever)
   cuts by `error_cut`, a 109 by `overload_cut` once per round trip; the limit then doubles back
   to where it was while the windows stay quiet.
