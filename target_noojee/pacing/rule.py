@@ -32,7 +32,6 @@ from target_noojee.pacing.baseline import Baseline
 from target_noojee.pacing.tuning import Tuning
 from target_noojee.pacing.window import ErrorRate, WindowStats
 
-
 _MAX_DEPTH = 2  # steps of a re-measurement under the limit (0.75 and 0.56 of it)
 
 
@@ -109,6 +108,8 @@ class Rule:
             knee = w.in_flight - queue + target
             if self.starting:  # a round ago this many went out without a queue
                 knee = max(knee, float(self._quiet_peak))
+            else:  # C fell, or another client came: the baseline may have moved too
+                self._next_remeasure, self._remeasure_gap = None, 1.0
             self.starting = False
             self._recover_to = 0.0
             self._quiet = 0
