@@ -235,7 +235,7 @@ def test_acquire_times_out() -> None:
 
 
 def test_open_breaker_holds_threads_until_the_probe_answers() -> None:
-    limiter = FixedLimiter(4, failures_to_open=1, breaker_base_wait=0.01, breaker_max_wait=0.02)
+    limiter = FixedLimiter(4, breaker=Breaker(failures_to_open=1, base_wait=0.01, max_wait=0.02))
     first = limiter.acquire()
     assert first is not None
     limiter.release(first, 0.001, Signal.CONNECT_FAILED)
@@ -276,7 +276,7 @@ def test_a_freed_permit_wakes_a_waiting_thread() -> None:
 
 
 def test_make_limiter_pins_or_adapts() -> None:
-    fixed = make_limiter(32, 5, breaker_max_wait=1.0, tuning=Tuning())
+    fixed = make_limiter(32, 5, breaker=Breaker(max_wait=1.0), tuning=Tuning())
     assert isinstance(fixed, FixedLimiter) and fixed.limit == 5
     adaptive: Limiter = make_limiter(12)
     assert isinstance(adaptive, AdaptiveLimiter) and adaptive.limit == Tuning().initial_limit

@@ -8,7 +8,6 @@ PBX, shared by every stream and both endpoints.
 from __future__ import annotations
 
 import itertools
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -222,14 +221,6 @@ class _ThreadSafeLimiter:
             return self.core.snapshot()
 
 
-def _breaker(
-    rng: random.Random | None, failures_to_open: int, base_wait: float, max_wait: float
-) -> Breaker:
-    return Breaker(
-        failures_to_open=failures_to_open, base_wait=base_wait, max_wait=max_wait, rng=rng
-    )
-
-
 class AdaptiveLimiter(_ThreadSafeLimiter):
     """The thread-safe adaptive limiter: one per PBX, shared by every stream and endpoint."""
 
@@ -240,15 +231,11 @@ class AdaptiveLimiter(_ThreadSafeLimiter):
         min_limit: int = 1,
         tuning: Tuning | None = None,
         clock: Callable[[], float] = time.monotonic,
-        rng: random.Random | None = None,
-        failures_to_open: int = 3,
-        breaker_base_wait: float = 0.25,
-        breaker_max_wait: float = 2.0,
+        breaker: Breaker | None = None,
     ) -> None:
         if not 1 <= min_limit <= max_limit:
             raise ValueError("need 1 <= min_limit <= max_limit")
         rule = Rule(tuning or Tuning(), max_limit=max_limit, min_limit=min_limit)
-        breaker = _breaker(rng, failures_to_open, breaker_base_wait, breaker_max_wait)
         super().__init__(LimiterCore(rule, breaker), clock)
 
 
@@ -260,24 +247,21 @@ class FixedLimiter(_ThreadSafeLimiter):
         limit: int,
         *,
         clock: Callable[[], float] = time.monotonic,
-        rng: random.Random | None = None,
-        failures_to_open: int = 3,
-        breaker_base_wait: float = 0.25,
-        breaker_max_wait: float = 2.0,
+        breaker: Breaker | None = None,
     ) -> None:
-        breaker = _breaker(rng, failures_to_open, breaker_base_wait, breaker_max_wait)
         super().__init__(LimiterCore(breaker=breaker, fixed=limit), clock)
 
 
-_BREAKER_KNOBS = ("clock", "rng", "failures_to_open", "breaker_base_wait", "breaker_max_wait")
+_SHARED_KNOBS = ("clock", "breaker")  # what a fixed limiter takes of the adaptive one's
 
 
 def make_limiter(
-    max_concurrency: int = 128, concurrency: int | None = None, **kw: Any
+    max_concurrency: int, concurrency: int | None = None, **kw: Any
 ) -> AdaptiveLimiter | FixedLimiter:
     """The limiter for the settings: fixed at `concurrency` if set, else adaptive up to
-    `max_concurrency`. Extra keywords go to the limiter (fixed ones take only breaker knobs)."""
+    `max_concurrency`. Extra keywords go to the limiter (a fixed one takes only the clock and
+    the breaker)."""
     if concurrency is not None:
-        fixed_kw = {k: v for k, v in kw.items() if k in _BREAKER_KNOBS}
+        fixed_kw = {k: v for k, v in kw.items() if k in _SHARED_KNOBS}
         return FixedLimiter(concurrency, **fixed_kw)
     return AdaptiveLimiter(max_limit=max_concurrency, **kw)
