@@ -33,9 +33,10 @@ LOGGER = logging.getLogger("target_noojee")
 
 
 def group_by_code(entries: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
-    """Entries per code, codes in order (numbers first, then `local` and transport labels)."""
+    """Entries per code, codes in order (numbers first, then `local` and transport labels), each
+    code's entries by key: concurrent calls reject in any order, a listing should not change."""
     groups: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
-    for entry in entries:
+    for entry in sorted(entries, key=lambda e: str(e.get("key"))):
         groups[str(entry.get("code"))].append(entry)
     return dict(sorted(groups.items(), key=lambda kv: (not kv[0].isdigit(), kv[0].zfill(4))))
 
