@@ -158,7 +158,7 @@ class Pipeline:
             self.client, config, should_stop=lambda: self.delivery.interrupted
         )
         self._seq = -1
-        self._reached = -1  # the last record number the pipeline took in
+        self._accepting = False  # `accept` is running (an error escaping it is ours)
         self._lanes: dict[str, Lane] = {}
         self._staged: list[tuple[Lane, Job, LeadValues]] = []  # waiting for one ledger look-up
         self._reached_lanes: set[str] = set()  # streams the current record reached
@@ -210,6 +210,7 @@ class Pipeline:
         """A record arrived: number it and hold the watermark until its leads settle."""
         self._seq = self.watermark.open_record()
         self._reached_lanes = set()
+        self._accepting = False
         return self._seq
 
     def close_record(self, seq: int) -> None:
@@ -227,7 +228,12 @@ class Pipeline:
 
     def accept(self, lane: Lane, record: Mapping[str, Any], invalid: str | None = None) -> None:
         """Map one record of a stream and hand its lead on; `invalid` rejects it locally."""
-        seq = self._reached = self._seq
+        self._accepting = True
+        self._accept(lane, record, invalid)
+        self._accepting = False  # not in a `finally`: a failure inside leaves it set
+
+    def _accept(self, lane: Lane, record: Mapping[str, Any], invalid: str | None) -> None:
+        seq = self._seq
         if seq % 50 == 49:
             self._check_reject_budget(final=False)
         self.watermark.hold(seq)
@@ -529,23 +535,35 @@ class Pipeline:
             fingerprint=str(entry.get("fingerprint") or ""),
         )
 
-    def reached(self, seq: int) -> bool:
-        """Whether record `seq` was taken in by `accept` (an error after that is ours)."""
-        return self._reached == seq
+    def failed_inside(self) -> bool:
+        """Whether the error the current record raised came out of `accept` (ours, not the
+        data's)."""
+        return self._accepting
+
+    def reached(self, stream: str) -> bool:
+        """Whether the current record's lead for `stream` was taken in by `accept`."""
+        return stream in self._reached_lanes
 
     def reject_unread(self, stream: str, record: Any, reason: str) -> None:
-        """A record the SDK failed on before it reached us: rejected locally, the run goes on."""
+        """The SDK failed on a record before it reached this stream: rejected locally, the run
+        goes on. A mirrored stream counts its row as present, so the failure closes nothing."""
         lane = self._lanes.get(stream)
         if lane is None or not isinstance(record, Mapping):
             self._write_local_reject(stream, None, reason, {}, lane.ids if lane else None)
             return
+        external_id = lane.source_id(record)
+        if lane.settings.mirror:
+            if external_id is None:
+                self.lifecycle.blind(stream)  # its id may be the failed map's to compute
+            version = self._record_version(lane, self._incoming[1])
+            self.lifecycle.seen(lane.settings.campaign_id, stream, version, external_id)
         self.watermark.hold(self._seq)
         self._reject_local(
             lane,
             self._seq,
             lane.record_key(record, None),
             LocalRejection(reason),
-            external_id=lane.source_id(record),
+            external_id=external_id,
         )
 
     def _unchanged(self, job: Job, entry: Entry | None) -> bool:

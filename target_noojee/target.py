@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import signal
@@ -377,13 +378,32 @@ class TargetNoojee(Target):
         except _NOT_THE_RECORDS_FAULT:
             raise
         except Exception as exc:  # the SDK failed on this record (a stream map, a parser ...)
-            if self.pipeline.reached(seq):
-                raise  # our own code failed after the record reached it: a bug, not the data
-            self.pipeline.reject_unread(
-                message_dict["stream"], message_dict["record"], _one_line(exc)
-            )
+            if self.pipeline.failed_inside():
+                raise  # our own code failed on the record: a bug, not the data
+            self._reject_unread(message_dict["stream"], message_dict["record"], exc)
         finally:
             self.pipeline.close_record(seq)
+
+    def _reject_unread(self, stream: str, record: Any, exc: Exception) -> None:
+        """The SDK raised on a record: each alias it had not reached yet rejects it, with its
+        own map's error; an alias whose map filters it out (asked again: maps are pure) is a
+        filtered row, as when no map fails."""
+        maps = self.mapper.stream_maps.get(stream, [])
+        if not maps:
+            self.pipeline.reject_unread(stream, record, _one_line(exc))
+            return
+        for stream_map in maps:
+            alias = stream_map.stream_alias
+            if self.pipeline.reached(alias):
+                continue
+            reason = _one_line(exc)
+            try:
+                if stream_map.transform(copy.copy(record)) is None:
+                    self.pipeline.filtered([alias], record)
+                    continue
+            except Exception as own:
+                reason = _one_line(own)
+            self.pipeline.reject_unread(alias, record, reason)
 
     def _process_activate_version_message(self, message_dict: dict) -> None:
         """A full-table version begins or, after its records, is complete (README mirror)."""

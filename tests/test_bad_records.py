@@ -157,3 +157,37 @@ def test_a_stream_map_that_fails_on_one_record_rejects_only_that_record(
     assert sim.lead(41, "B")["fields"]["Name"] == "Bob (0422222222)"
     assert result.states == [state_msg(2)["value"]]
     assert API_KEY not in json.dumps(result.rejects)
+
+
+def test_a_stream_map_that_fails_on_its_second_alias_rejects_the_record_there_only(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    """A tap stream split into two (`__source__`): the record reached the first alias's lead
+    before the second alias's map raised; the second alias rejects it, the run goes on."""
+    cfg = config(sim, tmp_path)
+    cfg["stream_maps"] = {
+        "people": {},
+        "callers": {
+            "__source__": "people",
+            "id": "'C-' + id",
+            "name": "name + ' (' + phone + ')'",
+        },
+    }
+    cfg["allow_duplicates"] = True  # both aliases dial the same phone
+    messages = [
+        schema_message(),
+        record_msg({"id": "A", "name": None, "phone": "0411111111"}, "people"),  # None + str
+        record_msg({"id": "B", "name": "Bob", "phone": "0422222222"}, "people"),
+        state_msg(2),
+    ]
+    result = run_target(cfg, messages, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert [(r["stream"], r["key"], r["code"]) for r in result.rejects] == [
+        ("callers", "A", "local")
+    ]
+    assert sim.lead(41, "A")["fields"]["FirstPhone"] == "0411111111"
+    assert sim.lead(41, "B")["fields"]["Name"] == "Bob"
+    assert sim.lead(41, "C-B")["fields"]["Name"] == "Bob (0422222222)"
+    assert sim.lead(41, "C-A") is None
+    assert result.states == [state_msg(2)["value"]]

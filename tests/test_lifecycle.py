@@ -380,3 +380,23 @@ def test_rows_a_stream_map_filters_are_not_closed_by_a_mirror(
     assert result.returncode == 0, result.stderr
     assert closed(sim) == set()
     assert "closes none" in result.stderr
+
+
+def test_a_row_a_stream_map_fails_on_is_rejected_not_closed_by_a_mirror(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    maps = {"contacts": {"name": "name + ' ' + nickname"}}  # no nickname: the map fails
+    cfg = config(sim, tmp_path, mirror=True, stream_maps=maps)
+    first = full_table(list(range(5)), 1, trailing=True)
+    for message in first[2:7]:
+        message["record"] = {**message["record"], "nickname": "x"}
+    assert run_target(cfg, first, tmp_path).returncode == 0
+    second = full_table(list(range(5)), 2, trailing=True)
+    for message in second[2:7]:
+        if message["record"]["id"] != "L00003":
+            message["record"] = {**message["record"], "nickname": "x"}
+    result = run_target(cfg, second, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert [(r["key"], r["code"]) for r in result.rejects] == [("L00003", "local")]
+    assert closed(sim) == set()
+    assert result.states[-1] == state_msg(2)["value"]
