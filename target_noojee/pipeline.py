@@ -578,36 +578,22 @@ class Pipeline:
         if job.external_id is None or self.dry_run:
             return
         campaign_id = job.ids["fCampaignId"]
+        mark = job.fingerprint
+        extra: dict[str, Any] = {"stream": job.stream}
         if outcome in CLOSED_OUTCOMES:
-            self.ledger.record(
-                campaign_id, job.external_id, CLOSED, outcome, code, stream=job.stream
-            )
-            return
-        if outcome == REJECTED:
-            self.ledger.record(
-                campaign_id,
-                job.external_id,
-                job.fingerprint,
-                REJECTED,
-                code,
-                stream=job.stream,
-                version=job.version,
+            mark = CLOSED  # whatever the lead held: any later record of it reopens it
+        else:
+            extra["version"] = job.version
+        if outcome == REJECTED:  # kept to be re-delivered as it was sent
+            extra.update(
                 rejected_lead=job.last_body,
                 endpoint=job.endpoint,
                 ids=job.ids,
                 redelivery=job.redelivery,
             )
-            return
-        self.ledger.record(
-            campaign_id,
-            job.external_id,
-            job.fingerprint,
-            DELIVERED,
-            code,
-            stream=job.stream,
-            version=job.version,
-        )
-        if job.redelivery:
+        kept = outcome if outcome in CLOSED_OUTCOMES or outcome == REJECTED else DELIVERED
+        self.ledger.record(campaign_id, job.external_id, mark, kept, code, **extra)
+        if kept == DELIVERED and job.redelivery:
             self._resolved.add((campaign_id, job.external_id))
             self.ledger.resolve_lead(campaign_id, job.external_id, self._started)
 
