@@ -217,10 +217,6 @@ class Preflight:
         self._allocations: dict[int, dict[int, str]] = {}
         self._checked: set[tuple[int, int, int]] = set()
 
-    def is_checked(self, settings: LeadSettings) -> bool:
-        """Whether these ids were checked already (no call, no lock)."""
-        return _ids(settings) in self._checked
-
     def check(self, lanes: Iterable[StreamSettings]) -> None:
         """Check every lane whose ids were not checked yet; raises ConfigError or PreflightError."""
         with self._lock:

@@ -88,12 +88,6 @@ class Watermark:
         """Records received so far."""
         return self._next
 
-    @property
-    def pending_states(self) -> int:
-        """STATE messages received and not yet written."""
-        with self._lock:
-            return len(self._states)
-
     def _emit_ready(self) -> None:
         # Called with the lock held. Invariant: _low is the lowest open seq, or _next if none.
         low = self._low if self._open else self._next
