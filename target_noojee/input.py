@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import gzip
 import json
 import typing as t
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 
 from jsonschema.exceptions import SchemaError
 from singer_sdk.exceptions import InvalidJSONSchema, RecordsWithoutSchemaException
+from singer_sdk.helpers._batch import StorageTarget
 from singer_sdk.io_base import SingerReader
 from singer_sdk.singerlib.exceptions import InvalidInputLine
 
@@ -19,6 +22,34 @@ class InputError(Exception):
 
 class RecordBeforeSchema(InputError, RecordsWithoutSchemaException):
     """A RECORD arrived for a stream whose SCHEMA has not been seen."""
+
+
+def read_batch_file(encoding: Mapping[str, t.Any], url: str) -> Iterator[t.Any]:
+    """The records of one file of a BATCH message (JSONL, gzipped or not), one at a time.
+
+    Raises InputError naming the file (and the line) when it cannot be read: its records can
+    be neither delivered nor rejected, so the run stops before any STATE after it.
+    """
+    fmt, compression = encoding.get("format"), encoding.get("compression")
+    if fmt != "jsonl" or compression not in (None, "none", "gzip"):
+        raise InputError(
+            f"BATCH file {url}: encoding {fmt}/{compression} is not supported (jsonl, gzip or none)"
+        )
+    head, tail = StorageTarget.split_url(url)
+    number = 0
+    try:
+        with (
+            StorageTarget.from_url(head).open(tail, mode="rb") as raw,
+            gzip.open(raw) if compression == "gzip" else contextlib.nullcontext(raw) as lines,
+        ):
+            for line in lines:
+                number += 1
+                if line.strip():
+                    yield json.loads(line)
+    except (OSError, EOFError) as exc:
+        raise InputError(f"BATCH file {url} cannot be read: {exc}") from None
+    except ValueError as exc:  # JSON, or UTF-8
+        raise InputError(f"BATCH file {url}, line {number}: not a JSON record ({exc})") from None
 
 
 class Terminated(Exception):

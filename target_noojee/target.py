@@ -20,7 +20,7 @@ from singer_sdk.singerlib.exceptions import InvalidInputLine
 
 from target_noojee.cli_config import EXIT_CONFIG, EXIT_FAILED
 from target_noojee.delivery import DeliveryStopped, Interrupted
-from target_noojee.input import InputError, NumberedReader, Terminated
+from target_noojee.input import InputError, NumberedReader, Terminated, read_batch_file
 from target_noojee.pipeline import DEFAULTS, Pipeline
 from target_noojee.settings import ConfigError
 from target_noojee.sinks import NoojeeSink
@@ -404,6 +404,15 @@ class TargetNoojee(Target):
             except Exception as own:
                 reason = _one_line(own)
             self.pipeline.reject_unread(alias, record, reason)
+
+    def _process_batch_message(self, message_dict: dict) -> None:
+        """A BATCH message: each record of its files goes the way of a RECORD message (stream
+        maps, validation, the STATE watermark); a file that cannot be read stops the run."""
+        self._assert_line_requires(message_dict, requires={"stream", "encoding", "manifest"})
+        stream = message_dict["stream"]
+        for path in message_dict["manifest"]:
+            for record in read_batch_file(message_dict["encoding"], path):
+                self._process_record_message({"type": "RECORD", "stream": stream, "record": record})
 
     def _process_activate_version_message(self, message_dict: dict) -> None:
         """A full-table version begins or, after its records, is complete (README mirror)."""
