@@ -15,6 +15,7 @@ each reached the end of input. Nothing here calls the PBX; the pipeline sends wh
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -96,7 +97,8 @@ def guard_refuses(count: int, open_leads: int, ratio: float) -> bool:
 
 
 class Lifecycle:
-    """Closes planned during a run, per stream and campaign (main thread only)."""
+    """Closes planned during a run, per stream and campaign (main thread only, but for
+    `flush_seen`, which the thread that writes a STATE calls first)."""
 
     def __init__(self, ledger: Ledger, *, dry_run: bool = False) -> None:
         self._ledger = ledger
@@ -104,6 +106,7 @@ class Lifecycle:
         self._planned: dict[tuple[str, str], Close] = {}  # (stream, external id) -> close
         self._versions: dict[str, _Versions] = {}
         self._seen: dict[tuple[int, str, int], list[str]] = {}
+        self._seen_lock = threading.Lock()  # marks are added on the main thread, flushed on any
         self._seen_now: dict[tuple[int, str], set[str]] = {}  # dry run: seen in this run
 
     # --- while reading ---------------------------------------------------------------------
@@ -148,19 +151,24 @@ class Lifecycle:
         """A row of the source was present in a version (sent, unchanged, filtered or not)."""
         if version is None or not isinstance(external_id, str) or not external_id:
             return
-        batch = self._seen.setdefault((campaign_id, stream, version), [])
-        batch.append(external_id)
-        if len(batch) >= _SEEN_BATCH:
+        with self._seen_lock:
+            batch = self._seen.setdefault((campaign_id, stream, version), [])
+            batch.append(external_id)
+            full = len(batch) >= _SEEN_BATCH
+        if full:
             self.flush_seen()
 
     def flush_seen(self) -> None:
-        """Write the buffered presence marks to the ledger (a dry run keeps them in memory)."""
-        for (campaign_id, stream, version), ids in self._seen.items():
-            if self._dry_run:
-                self._seen_now.setdefault((campaign_id, stream), set()).update(ids)
-            else:
-                self._ledger.seen(campaign_id, stream, version, ids)
-        self._seen.clear()
+        """Write the buffered presence marks to the ledger (a dry run keeps them in memory).
+        Before any STATE goes out: a mark left in memory when the run dies would let the next
+        run's mirror close a row the source still holds, behind a STATE that skips it."""
+        with self._seen_lock:
+            for (campaign_id, stream, version), ids in self._seen.items():
+                if self._dry_run:
+                    self._seen_now.setdefault((campaign_id, stream), set()).update(ids)
+                else:
+                    self._ledger.seen(campaign_id, stream, version, ids)
+            self._seen.clear()
 
     def plan(self, close: Close) -> Close | None:
         """Plan a close; returns the close it replaces (a later record of the lead wins)."""

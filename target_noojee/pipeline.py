@@ -126,7 +126,7 @@ class Pipeline:
             JsonLinesFile(setting(config, "reject_file"), shared_lock=True),
             None if self.dry_run else self.ledger,
         )
-        self.watermark = Watermark(before_emit=self.rejects.sync, out=out)
+        self.watermark = Watermark(before_emit=self._before_state, out=out)
         self.dry_run_file = JsonLinesFile(setting(config, "dry_run_file"))
         self.full_resend = bool(config.get("full_resend"))
         ratio = config.get("max_reject_ratio")
@@ -216,6 +216,12 @@ class Pipeline:
     def close_record(self, seq: int) -> None:
         """The SDK is done with the record (its leads, if any, hold it open)."""
         self.watermark.release(seq)
+
+    def _before_state(self) -> None:
+        """What a STATE must find on disk before it goes out: the rejects it covers and the
+        presence marks of its records (mirror)."""
+        self.rejects.sync()
+        self.lifecycle.flush_seen()
 
     def add_state(self, state: Any) -> None:
         """A STATE arrived: it goes out once everything before it is settled."""

@@ -400,3 +400,25 @@ def test_a_row_a_stream_map_fails_on_is_rejected_not_closed_by_a_mirror(
     assert [(r["key"], r["code"]) for r in result.rejects] == [("L00003", "local")]
     assert closed(sim) == set()
     assert result.states[-1] == state_msg(2)["value"]
+
+
+def test_a_run_that_dies_after_a_state_keeps_the_presence_of_the_rows_it_covers(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    """A resumable full-table tap (singer-io tap-postgres, tap-mysql) resumes an interrupted
+    version after its last STATE: the unchanged rows before that STATE must count as seen."""
+    cfg = config(sim, tmp_path, mirror=True)
+    assert run_target(cfg, full_table(list(range(6)), 1, trailing=True), tmp_path).returncode == 0
+    version = {"type": "ACTIVATE_VERSION", "stream": "contacts", "version": 2}
+    dying = [schema_msg(), version]
+    dying += [{**record_msg(lead(i)), "version": 2} for i in range(3)]  # unchanged
+    dying += [state_msg(3)]
+    stopped = run_target(
+        cfg, "".join(json.dumps(m) + "\n" for m in dying) + "{not json\n", tmp_path
+    )
+    assert stopped.returncode == 3 and stopped.states == [state_msg(3)["value"]]
+    resumed = [schema_msg()] + [{**record_msg(lead(i)), "version": 2} for i in range(3, 6)]
+    resumed += [version, state_msg(6)]
+    result = run_target(cfg, resumed, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert closed(sim) == set()
