@@ -120,7 +120,9 @@ def kind_of(schema: dict[str, Any]) -> str:
     types = schema.get("type", ["string"])
     types = [types] if isinstance(types, str) else types
     first = next((t for t in types if t != "null"), "string")
-    return {"number": "decimal"}.get(first, first)
+    # number: string, read back as a number by the target; Meltano's decimal kind fails on an
+    # environment variable (a Decimal it cannot write to the config file)
+    return {"number": "string"}.get(first, first)
 
 
 def is_secret(schema: dict[str, Any]) -> bool:

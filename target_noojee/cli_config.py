@@ -24,14 +24,20 @@ def load_config_file(path: Path) -> dict[str, Any]:
     """The JSON object in `path`; a ConfigError (never echoing the content) otherwise."""
     try:
         loaded = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ConfigError("config", f"cannot read --config: {type(exc).__name__}") from None
+    except OSError as exc:
+        raise ConfigError("config", f"cannot read --config {path}: {exc.strerror}") from None
+    except json.JSONDecodeError as exc:  # its position, never its text
+        raise ConfigError(
+            "config", f"--config {path} is not JSON (line {exc.lineno}, column {exc.colno})"
+        ) from None
+    except ValueError as exc:
+        raise ConfigError("config", f"cannot read --config {path}: {type(exc).__name__}") from None
     if not isinstance(loaded, dict):
-        raise ConfigError("config", "--config must hold a JSON object")
+        raise ConfigError("config", f"--config {path} must hold a JSON object")
     return loaded
 
 
-def _env_value(name: str, schema: Mapping[str, Any], raw: str) -> Any:
+def env_value(name: str, schema: Mapping[str, Any], raw: str) -> Any:
     """One variable's value, typed by the setting's JSON Schema (objects and arrays as JSON)."""
     var = ENV_PREFIX + name.upper()
     declared = schema.get("type", ["string"])
@@ -72,8 +78,22 @@ def config_from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     for name, schema in TargetNoojee.config_jsonschema["properties"].items():
         raw = environ.get(ENV_PREFIX + name.upper())
         if raw:
-            config[name] = _env_value(name, schema, raw)
+            config[name] = env_value(name, schema, raw)
     return config
+
+
+def check_config_args(argv: list[str]) -> None:
+    """The target's --config arguments read as the SDK will read them, so a missing or
+    malformed file, or a variable of the wrong type under `--config ENV`, is one ConfigError
+    line rather than the SDK's traceback."""
+    for i, arg in enumerate(argv):
+        value = argv[i + 1] if arg == "--config" and i + 1 < len(argv) else None
+        if arg.startswith("--config="):
+            value = arg.split("=", 1)[1]
+        if value == "ENV":
+            config_from_env()
+        elif value is not None:
+            load_config_file(Path(value))
 
 
 def config_arg(path: Path | None, prog: str) -> dict[str, Any] | None:

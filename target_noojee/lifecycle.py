@@ -15,6 +15,7 @@ each reached the end of input. Nothing here calls the PBX; the pipeline sends wh
 from __future__ import annotations
 
 import logging
+import numbers
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -39,7 +40,7 @@ def is_true(value: Any) -> bool:
     """A close_field value: JSON booleans, true/yes/y/1 and false/no/n/0/empty/null."""
     if value is None or isinstance(value, bool):
         return bool(value)
-    if isinstance(value, (int, float)) and value in (0, 1):
+    if isinstance(value, numbers.Number) and value in (0, 1):  # int, float, Decimal
         return bool(value)
     if isinstance(value, str):
         text = value.strip().lower()

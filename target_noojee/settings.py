@@ -23,6 +23,8 @@ Every error is a ``ConfigError`` naming the setting as the operator would write 
 
 from __future__ import annotations
 
+import math
+import numbers
 import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -323,7 +325,8 @@ def _resolve_lifecycle(r: _Resolver) -> dict[str, Any]:
     ratio, where = r.get("max_close_ratio")
     if ratio is None:
         ratio = DEFAULT_MAX_CLOSE_RATIO
-    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 <= ratio <= 1:
+    fraction = number_value(ratio)
+    if fraction is None or not 0 <= fraction <= 1:
         raise r.fail(where, f"must be a number from 0 to 1, got {_short(ratio)}")
     redeliver, where = r.get("redeliver_after_s")
     after: dict[int, float] = {}
@@ -338,23 +341,53 @@ def _resolve_lifecycle(r: _Resolver) -> dict[str, Any]:
                     f"names {_short(code)}; a lead can be re-delivered after the codes "
                     f"{', '.join(map(str, sorted(REDELIVERABLE_CODES)))}",
                 )
-            if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds < 0:
+            wait = number_value(seconds)
+            if wait is None or wait < 0:
                 raise r.fail(where, f"gives code {number} {_short(seconds)}: expected seconds")
-            after[number] = float(seconds)
+            after[number] = wait
     most, where = r.get("max_redeliveries")
     if most is None:
         most = DEFAULT_MAX_REDELIVERIES
-    if isinstance(most, bool) or not isinstance(most, int) or most < 0:
+    count = number_value(most)
+    if count is None or count < 0 or count != int(count):
         raise r.fail(where, f"must be a whole number >= 0, got {_short(most)}")
     return {
         "close_disposition": close,
         "close_field": close_field,
         "mirror": bool(mirror),
-        "max_close_ratio": float(ratio),
+        "max_close_ratio": fraction,
         "reopen_disposition": _resolve_disposition(r, "reopen_disposition"),
         "redeliver_after_s": MappingProxyType(after),
-        "max_redeliveries": most,
+        "max_redeliveries": int(count),
     }
+
+
+def number_value(value: Any) -> float | None:
+    """A setting's number as a float, or None: JSON numbers reach us as int, float or (the
+    SDK reads config files so, and Meltano writes `1` as `1.0`) Decimal; never a bool."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Number):
+        return None
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):  # a complex number
+        return None
+
+
+def number_from_text(name: str, schema: Mapping[str, Any], value: Any) -> Any:
+    """A number setting given as text, read as a number (`"0.05"` -> 0.05); anything else as
+    it is. Meltano passes number settings so (they are declared `kind: string`: its `decimal`
+    kind fails on an environment variable), and so does the SDK under `--config ENV`."""
+    declared = schema.get("type", [])
+    types = [declared] if isinstance(declared, str) else list(declared)
+    if not isinstance(value, str) or "number" not in types or "string" in types:
+        return value
+    try:
+        number = float(value.strip())
+    except ValueError:
+        raise ConfigError(name, f"setting `{name}` must be a number") from None  # not the text
+    if not math.isfinite(number):
+        raise ConfigError(name, f"setting `{name}` must be a finite number")
+    return number
 
 
 def resolve_stream_settings(config: Mapping[str, Any], stream_name: str) -> LeadSettings:

@@ -12,17 +12,18 @@ from collections.abc import Mapping
 from types import FrameType
 from typing import IO, Any
 
+import click
 from jsonschema import ValidationError
 from singer_sdk import Target
 from singer_sdk import typing as th
 from singer_sdk.exceptions import ConfigValidationError, RecordsWithoutSchemaException
 from singer_sdk.singerlib.exceptions import InvalidInputLine
 
-from target_noojee.cli_config import EXIT_CONFIG, EXIT_FAILED
+from target_noojee.cli_config import EXIT_CONFIG, EXIT_FAILED, check_config_args
 from target_noojee.delivery import DeliveryStopped, Interrupted
 from target_noojee.input import InputError, NumberedReader, Terminated, read_batch_file
 from target_noojee.pipeline import DEFAULTS, Pipeline
-from target_noojee.settings import ConfigError
+from target_noojee.settings import ConfigError, number_from_text
 from target_noojee.sinks import NoojeeSink
 
 LOGGER = logging.getLogger("target_noojee")
@@ -355,10 +356,17 @@ class TargetNoojee(Target):
 
     def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
         """Validate without echoing values (the API key must never reach a log)."""
+        self._type_numbers_given_as_text()
         try:
             return super()._validate_config(raise_errors=raise_errors)
         except ConfigValidationError as exc:
             raise ConfigError("config", _config_errors_line(dict(self.config))) from exc
+
+    def _type_numbers_given_as_text(self) -> None:
+        """Number settings given as text are read as numbers (`number_from_text`)."""
+        for name, schema in self.config_jsonschema["properties"].items():
+            if name in self._config:
+                self._config[name] = number_from_text(name, schema, self._config[name])
 
     # --- messages --------------------------------------------------------------------------
 
@@ -528,7 +536,11 @@ def _describe(error: ValidationError) -> str:
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit status. Known failures are one line on stderr."""
     try:
+        check_config_args(sys.argv[1:] if argv is None else argv)
         TargetNoojee.cli.main(args=argv, standalone_mode=False)
+    except click.ClickException as exc:  # a bad option or argument: click's own line
+        LOGGER.error("%s", exc.format_message())
+        return EXIT_CONFIG
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 1
     except ConfigError as exc:

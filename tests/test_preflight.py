@@ -357,6 +357,6 @@ def test_list_config_problems_exit_2(tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text("{not json", encoding="utf-8")
     unreadable = list_cli("--config", str(bad))
-    assert unreadable.returncode == 2 and "cannot read --config" in unreadable.stderr
+    assert unreadable.returncode == 2 and "is not JSON (line 1" in unreadable.stderr
     scheme = list_cli("--base-url", "ftp://pbx", env={"TARGET_NOOJEE_API_KEY": API_KEY})
     assert scheme.returncode == 2 and "`base_url`" in scheme.stderr
