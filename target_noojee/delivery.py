@@ -35,7 +35,7 @@ from target_noojee.codes import Kind
 from target_noojee.pacing import Limiter, Permit, Signal
 from target_noojee.policy import INSERT, UPDATE, Attempt, next_step
 from target_noojee.rejects import RejectStore, reject_entry
-from target_noojee.report import CLOSE_UNKNOWN, DELIVERED, REJECTED, RETRIED, RunStats
+from target_noojee.report import CLOSE_UNKNOWN, DELIVERED, REJECTED, RETRIED, UNCHANGED, RunStats
 
 LOGGER = logging.getLogger("target_noojee.delivery")
 
@@ -346,7 +346,7 @@ class Delivery:
         if step.action == "delivered":
             self._on_outcome(job, job.delivered_as, outcome.code)
             self._stats.add(job.stream, job.delivered_as, outcome.label, endpoint=job.endpoint)
-            self._finish(job)
+            self._finish(job, landed=True)
         elif step.action == "close_unknown":
             self._on_outcome(job, CLOSE_UNKNOWN, outcome.code)
             self._stats.add(job.stream, CLOSE_UNKNOWN, outcome.label)
@@ -501,13 +501,26 @@ class Delivery:
         )
         self._stats.add(job.stream, REJECTED, code)
 
-    def _finish(self, job: Job) -> None:
+    def _finish(self, job: Job, *, landed: bool = False) -> None:
+        """A job is settled: the next one of its lead becomes due. When it `landed` (the PBX
+        holds its lead), the next ones that carry that very lead settle as unchanged without a
+        call (a record sent twice), and an upsert's next one is an update."""
         self._settle(job.seq)
+        twins: list[Job] = []
         with self._cond:
-            self._unsettled -= 1
+            later = self._waiting.get(job.lead_key)
+            while landed and later and _same_lead(job, later[0]):
+                twins.append(later.popleft())
+        for twin in twins:  # settled before they stop counting as unsettled
+            self._stats.add(twin.stream, UNCHANGED)
+            self._settle(twin.seq)
+        with self._cond:
+            self._unsettled -= 1 + len(twins)
             later = self._waiting.get(job.lead_key)
             if later:
                 successor = later.popleft()
+                if landed and successor.operation == "upsert" and successor.endpoint == INSERT:
+                    successor.endpoint = UPDATE
                 successor.queued_at = self._clock()
                 self._schedule(successor, successor.queued_at)
             else:
@@ -524,6 +537,17 @@ class Delivery:
     def _raise_failure(self) -> None:
         if self._failure is not None:
             raise self._failure
+
+
+def _same_lead(done: Job, later: Job) -> bool:
+    """Whether `later` would send the PBX the lead `done` just delivered, unchanged."""
+    plain = done.delivered_as == DELIVERED and later.delivered_as == DELIVERED
+    return (
+        plain
+        and not later.redelivery
+        and bool(done.fingerprint)
+        and (later.fingerprint == done.fingerprint)
+    )
 
 
 def _stop_message(outcome: Outcome, setting: str | None) -> str:

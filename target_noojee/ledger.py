@@ -45,7 +45,7 @@ CLOSED = "closed"
 CLOSE_UNKNOWN = "close_unknown"  # a close the PBX answered 101 to: it does not hold the lead
 CLOSED_OUTCOMES = frozenset({CLOSED, CLOSE_UNKNOWN})
 
-SCHEMA_VERSION = 3  # 2: lifecycle columns and versions; 3: rejects
+SCHEMA_VERSION = 4  # 2: lifecycle columns and versions; 3: rejects; 4: sent inserts
 _LOCK_KEY = 0x6E6F6F6A  # PostgreSQL advisory lock held while the tables are upgraded
 _BATCH = 500  # external ids per look-up query
 
@@ -90,6 +90,17 @@ def _tables(sqlite: bool) -> tuple[str, ...]:
         )
         """,
         "CREATE INDEX IF NOT EXISTS rejects_open ON rejects (pbx, resolved_at)",
+        # An insert on its way: written before the call, deleted with the lead's outcome. A row
+        # left by a run that died says the PBX may hold the lead (README "The ledger").
+        f"""
+        CREATE TABLE IF NOT EXISTS sent_inserts (
+            pbx TEXT NOT NULL,
+            campaign_id BIGINT NOT NULL,
+            external_id TEXT NOT NULL,
+            at DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (pbx, campaign_id, external_id)
+        ){rowid}
+        """,
     )
 
 
@@ -224,6 +235,14 @@ class DueReject:
 
 
 _ENTRY = "fingerprint, outcome, code, at, stream, version, on_pbx, redeliveries, closed"
+_SENT_INSERT = sa.text(
+    "INSERT INTO sent_inserts (pbx, campaign_id, external_id, at) VALUES (:pbx, :c, :e, :at) "
+    "ON CONFLICT (pbx, campaign_id, external_id) DO UPDATE SET at = excluded.at"
+)
+_SENT_INSERT_DONE = sa.text(
+    "DELETE FROM sent_inserts WHERE pbx = :pbx AND campaign_id = :campaign_id "
+    "AND external_id = :external_id"
+)
 _UPSERT = sa.text(
     "INSERT INTO leads (pbx, campaign_id, external_id, fingerprint, outcome, code, at, "
     "stream, version, on_pbx, lead, endpoint, ids, redeliveries, closed) "
@@ -366,6 +385,37 @@ class Ledger:
         }
         with self._tx() as conn:
             conn.execute(_UPSERT, params)
+            conn.execute(_SENT_INSERT_DONE, params)
+
+    def insert_sent(self, campaign_id: int, external_id: str) -> None:
+        """An insert of this lead is about to be sent (committed before the call)."""
+        with self._tx() as conn:
+            conn.execute(
+                _SENT_INSERT,
+                {"pbx": self._pbx, "c": campaign_id, "e": external_id, "at": time.time()},
+            )
+
+    def inserts_unsettled(self, campaign_id: int, external_ids: Iterable[str]) -> set[str]:
+        """The leads an earlier run sent an insert of and never recorded the outcome of: it
+        died with the call in flight, so the PBX may hold them."""
+        wanted = sorted(set(external_ids))
+        query = sa.text(
+            "SELECT external_id FROM sent_inserts WHERE pbx = :pbx "
+            "AND campaign_id = :campaign_id AND external_id IN :ids"
+        ).bindparams(sa.bindparam("ids", expanding=True))
+        found: set[str] = set()
+        with self._tx() as conn:
+            for start in range(0, len(wanted), _BATCH):
+                rows = conn.execute(
+                    query,
+                    {
+                        "pbx": self._pbx,
+                        "campaign_id": campaign_id,
+                        "ids": wanted[start : start + _BATCH],
+                    },
+                )
+                found.update(str(row[0]) for row in rows)
+        return found
 
     def seen(self, campaign_id: int, stream: str, version: int, external_ids: list[str]) -> None:
         """Mark leads as present in a full-table version of a stream (one transaction)."""

@@ -289,10 +289,13 @@ class Pipeline:
             if job.external_id is not None:
                 wanted.setdefault(job.ids["fCampaignId"], []).append(job.external_id)
         known = {c: self.ledger.get_many(c, ids) for c, ids in wanted.items()}
+        in_doubt = {c: self.ledger.inserts_unsettled(c, ids) for c, ids in wanted.items()}
         for lane, job, values in staged:
             entry = None
             if job.external_id is not None:
                 entry = known[job.ids["fCampaignId"]].get(job.external_id)
+                # An earlier run died with an insert of it in flight: the PBX may hold it.
+                job.lost_insert = job.external_id in in_doubt[job.ids["fCampaignId"]]
             self._decide(lane, job, values, entry)
 
     def _decide(self, lane: Lane, job: Job, values: LeadValues, entry: Entry | None) -> None:
@@ -317,6 +320,9 @@ class Pipeline:
             return
         self.preflight.check([(lane.stream, lane.settings)])  # calls the PBX once per ids
         self._start_progress()
+        if job.endpoint == INSERT and job.external_id is not None:
+            # Committed before the call: a run that dies with it in flight leaves the mark.
+            self.ledger.insert_sent(job.ids["fCampaignId"], job.external_id)
         self.delivery.submit(job)
 
     def _record_version(self, lane: Lane, message_version: int | None) -> int | None:
@@ -510,6 +516,9 @@ class Pipeline:
             job.operation = CLOSE if is_close else settings.operation
             job.delivered_as = CLOSED if is_close else REDELIVERED
             job.redelivery = True
+            job.lost_insert = reject.external_id in self.ledger.inserts_unsettled(
+                settings.campaign_id, [reject.external_id]
+            )
             self._send(lane, job, "redeliver")
 
     def reject_job(self, entry: Mapping[str, Any], fallback: str | None) -> Job:

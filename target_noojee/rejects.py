@@ -12,6 +12,7 @@ import datetime as dt
 import fcntl
 import json
 import logging
+import math
 import os
 import tempfile
 import threading
@@ -86,6 +87,32 @@ def read_entries(path: Path) -> list[dict[str, Any]]:
     return entries
 
 
+def json_line(entry: Mapping[str, Any]) -> str:
+    """One line of strict JSON that UTF-8 can hold, whatever the record carried: a lone
+    surrogate (a cut emoji) is escaped, NaN and infinity become text."""
+    try:
+        line = json.dumps(
+            entry, separators=(",", ":"), default=str, ensure_ascii=False, allow_nan=False
+        )
+    except ValueError:  # NaN or infinity somewhere in the record
+        line = json.dumps(_finite(entry), separators=(",", ":"), default=str, ensure_ascii=False)
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(json.loads(line), separators=(",", ":"), ensure_ascii=True)
+    return line
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, Mapping):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
 class JsonLinesFile:
     """Append-only JSON Lines file, safe to share between threads (rejects, dry-run output)."""
 
@@ -100,7 +127,7 @@ class JsonLinesFile:
 
     def write(self, entry: Mapping[str, Any]) -> None:
         """Append one entry and flush it to the OS."""
-        line = json.dumps(entry, separators=(",", ":"), default=str, ensure_ascii=False)
+        line = json_line(entry)
         with self._lock:
             if self._handle is None:
                 if self.path.parent != Path():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import TYPE_CHECKING, Any
 
 import jsonschema
@@ -71,6 +72,8 @@ class NoojeeSink(RecordSink):
         """Name the date-like field the SDK could not parse (each is parsed again, alone)."""
         properties = self.schema.get("properties", {})
         for key, value in record.items():
+            if isinstance(value, (dt.datetime, dt.date, dt.time)):
+                continue  # parsed already by the pass that failed (it works in place)
             try:
                 self._parse_timestamps_in_record(
                     record={key: value}, schema=self.schema, treatment=self.datetime_error_treatment

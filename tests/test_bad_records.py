@@ -108,14 +108,19 @@ def test_an_unparseable_date_time_is_rejected_naming_the_field(
             {"id": "B", "phone": "0422222222", "callback": "2026-11-24T01:30:00Z"}, "people"
         ),
         record_msg({"id": "C", "phone": "0433333333", "birthday": "31/02/1990"}, "people"),
+        record_msg(  # a valid date-time before the bad date: the reason names the bad one
+            {"id": "D", "phone": "0444444444", "callback": "2026-11-24T01:30:00Z", "birthday": "x"},
+            "people",
+        ),
         state_msg(3),
     ]
     result = run_target(config(sim, tmp_path), messages, tmp_path)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     reasons = {r["key"]: r["message"] for r in result.rejects}
-    assert set(reasons) == {"A", "C"}
+    assert set(reasons) == {"A", "C", "D"}
     assert "`callback`" in reasons["A"] and "`birthday`" in reasons["C"]
+    assert "`birthday`" in reasons["D"], reasons["D"]
     assert sim.lead(41, "B")["callback_date"] == "2026/11/24 12:30"
     assert result.states == [state_msg(3)["value"]]
 
@@ -191,3 +196,33 @@ def test_a_stream_map_that_fails_on_its_second_alias_rejects_the_record_there_on
     assert sim.lead(41, "C-B")["fields"]["Name"] == "Bob (0422222222)"
     assert sim.lead(41, "C-A") is None
     assert result.states == [state_msg(2)["value"]]
+
+
+def test_a_cut_emoji_or_nan_in_a_rejected_record_is_written_as_valid_json(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    """A lone surrogate (an emoji cut in half by the source) cannot be UTF-8, NaN is not JSON:
+    the reject line escapes them, the run goes on (it used to stop, on every run after)."""
+    line = json.dumps(
+        {
+            "type": "RECORD",
+            "stream": "people",
+            "record": {"id": "A", "name": "cut \ud83d", "phone": "x"},
+        }
+    )
+    nan = (
+        '{"type": "RECORD", "stream": "people", "record": {"id": "B", "score": NaN, "phone": "y"}}'
+    )
+    stdin = "\n".join([json.dumps(schema_message()), line, nan, json.dumps(state_msg(2))]) + "\n"
+    for dry_run in (False, True):
+        cfg = {
+            **config(sim, tmp_path),
+            "dry_run": dry_run,
+            "dry_run_file": str(tmp_path / "d.jsonl"),
+        }
+        result = run_target(cfg, stdin, tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert "Traceback" not in result.stderr
+        assert result.states == [state_msg(2)["value"]]
+    names = {r["key"]: r for r in result.rejects}
+    assert set(names) == {"A", "B"}

@@ -185,3 +185,30 @@ def test_sigint_then_sigterm_is_one_stop_request_under_meltano(tmp_path: Path) -
         assert sim.code_counts.get(103, 0) == 0
         assert assert_state_covers_only_settled(sim, states) >= 1  # its record's STATE is out
         assert len(sim.leads(campaign_id=41)) < 20
+
+
+def test_inserts_cut_off_by_a_kill_are_not_rejected_as_existing_on_resume(tmp_path: Path) -> None:
+    """Insert mode: the PBX applied the inserts a SIGKILL cut off; the next run must not reject
+    them as existing (112), the ledger marked them as sent."""
+    with Simulator(api_key=API_KEY, slots=4, service_ms=1500) as sim:
+        config = base_config(sim, tmp_path, operation="insert", concurrency=4)
+        lines = messages(0, 10)
+        proc = start_target(config, tmp_path)
+        states = feed_and_collect(proc, lines)
+        deadline = time.monotonic() + 30
+        while sim.in_service < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        proc.kill()
+        proc.wait(timeout=30)
+        states.finish()
+        deadline = time.monotonic() + 30
+        while sim.in_service and time.monotonic() < deadline:  # the PBX finishes them
+            time.sleep(0.05)
+        assert len(sim.leads(campaign_id=41)) == 4
+        proc = start_target(config, tmp_path)
+        states = feed_and_collect(proc, lines)
+        assert proc.wait(timeout=120) == 0
+        assert json.loads(states.finish()[-1]) == {"next": 10}
+        assert not (tmp_path / "rejects.jsonl").exists()
+        held = sim.leads(campaign_id=41)
+        assert sorted(x["external_id"] for x in held) == [f"L{i:05d}" for i in range(10)]

@@ -6,6 +6,8 @@ import json
 import time
 from pathlib import Path
 
+import pytest
+
 from target_noojee.simulator import Simulator
 
 from conftest import (
@@ -392,3 +394,36 @@ def test_malformed_activate_version_and_state_messages_name_the_line(
         assert "Traceback" not in result.stderr
     good = f'{schema}\n{{"type": "ACTIVATE_VERSION", "stream": "contacts", "version": 3}}\n'
     assert run_target(base_config(sim, tmp_path), good, tmp_path).returncode == 0
+
+
+@pytest.mark.parametrize("operation", ["insert", "upsert", "update"])
+def test_a_record_sent_twice_in_one_input_costs_one_call(
+    sim: Simulator, tmp_path: Path, operation: str
+) -> None:
+    """Two copies of a record wait one for the other (one lead); the second finds the PBX
+    holding it already and settles as unchanged, without a call (insert: no false 112)."""
+    if operation == "update":
+        seed = base_config(sim, tmp_path, operation="insert", ledger_path=str(tmp_path / "x.db"))
+        assert (
+            run_target(
+                seed, [schema_msg(), *[record_msg(lead(i)) for i in range(3)]], tmp_path
+            ).returncode
+            == 0
+        )
+    sim.reset_stats()
+    twice = [record_msg(lead(i)) for i in range(3)] * 2
+    messages = [schema_msg(), *twice, record_msg(lead(0, name="Renamed")), state_msg(7)]
+    config = base_config(sim, tmp_path, operation=operation, fallback_disposition="Call Back")
+    result = run_target(config, messages, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.states == [state_msg(7)["value"]]
+    renamed_rejected = operation == "insert"  # insert mode never touches a lead that exists
+    assert [(r["key"], r["code"]) for r in result.rejects] == (
+        [("L00000", 112)] if renamed_rejected else []
+    )
+    writes = {x["external_id"]: x["writes"] for x in sim.leads(campaign_id=41)}
+    once = 2 if operation == "update" else 1  # update: the seed run wrote them first
+    assert writes["L00001"] == writes["L00002"] == once  # the second copy wrote nothing
+    assert 112 not in sim.code_counts or renamed_rejected
+    expected = "Lead 0" if renamed_rejected else "Renamed"
+    assert sim.lead(41, "L00000")["fields"]["Name"] == expected
