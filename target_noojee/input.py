@@ -66,6 +66,31 @@ REQUIRED: dict[str, dict[str, type | tuple[type, ...]]] = {
 }
 
 
+def _modernize_schema_message(message: dict[str, t.Any]) -> None:
+    """Forms older taps write that the SDK refuses, read as they mean: `key_properties` as one
+    string (a list of one), and draft 4's boolean `exclusiveMaximum` / `exclusiveMinimum`
+    (singer-io and pipelinewise tap-postgres write them for every `numeric` column)."""
+    keys = message.get("key_properties")
+    if isinstance(keys, str):
+        message["key_properties"] = [keys]
+    message["schema"] = _draft4_bounds(message["schema"])
+
+
+def _draft4_bounds(node: t.Any) -> t.Any:
+    if isinstance(node, list):
+        return [_draft4_bounds(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _draft4_bounds(v) for k, v in node.items()}
+    for exclusive, bound in (("exclusiveMaximum", "maximum"), ("exclusiveMinimum", "minimum")):
+        flag = out.get(exclusive)
+        if isinstance(flag, bool):
+            del out[exclusive]
+            if flag and bound in out:
+                out[exclusive] = out.pop(bound)
+    return out
+
+
 class NumberedReader(SingerReader):
     """The SDK's reader, counting lines so an error can name the one at fault.
 
@@ -119,6 +144,8 @@ class NumberedReader(SingerReader):
             if callback is None:
                 raise InputError(f"input line {self.line_number}: unknown message type {kind!r}")
             self._check_shape(kind, message)
+            if kind == "SCHEMA":
+                _modernize_schema_message(message)
             try:
                 callback(message)
             except InvalidInputLine:

@@ -60,6 +60,7 @@ class NoojeeSink(RecordSink):
             except InvalidRecord as exc:
                 self._invalid = schema_reason(exc)
                 return record
+        self._blank_dates_are_missing(record)
         try:
             self._parse_timestamps_in_record(
                 record=record, schema=self.schema, treatment=self.datetime_error_treatment
@@ -67,6 +68,15 @@ class NoojeeSink(RecordSink):
         except Exception:  # the SDK raises ValueError, TypeError ... from its parsers
             self._invalid = self._unparseable_date(record)
         return record
+
+    def _blank_dates_are_missing(self, record: dict) -> None:
+        """A blank date or time (CSV and spreadsheet taps send "") is missing, as any blank
+        value is (README), not a date the SDK fails to parse."""
+        properties = self.schema.get("properties", {})
+        for key, value in record.items():
+            blank = isinstance(value, str) and not value.strip()
+            if blank and get_datelike_property_type(properties.get(key, {})):
+                record[key] = None
 
     def _unparseable_date(self, record: dict) -> str:
         """Name the date-like field the SDK could not parse (each is parsed again, alone)."""

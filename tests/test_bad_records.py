@@ -226,3 +226,40 @@ def test_a_cut_emoji_or_nan_in_a_rejected_record_is_written_as_valid_json(
         assert result.states == [state_msg(2)["value"]]
     names = {r["key"]: r for r in result.rejects}
     assert set(names) == {"A", "B"}
+
+
+def test_older_taps_schemas_and_blank_dates_are_read_as_they_mean(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    """Draft 4's boolean exclusiveMaximum (singer-io / pipelinewise tap-postgres on numeric
+    columns), key_properties as one string, and a blank date from a CSV tap."""
+    schema = {
+        "type": "SCHEMA",
+        "stream": "people",
+        "key_properties": "id",
+        "schema": {
+            "type": "object",
+            "properties": {
+                **SCHEMA["properties"],
+                "amount": {
+                    "type": ["null", "number"],
+                    "exclusiveMaximum": True,
+                    "maximum": 1000,
+                    "exclusiveMinimum": False,
+                    "minimum": 0,
+                },
+            },
+        },
+    }
+    messages = [
+        schema,
+        record_msg({"id": "A", "phone": "0411111111", "amount": 1.5, "callback": ""}, "people"),
+        record_msg({"id": "B", "phone": "0422222222", "amount": 1000}, "people"),  # exclusive
+        state_msg(2),
+    ]
+    result = run_target(config(sim, tmp_path), messages, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert sim.lead(41, "A") is not None
+    assert [(r["key"], r["code"]) for r in result.rejects] == [("B", "local")]
+    assert "`amount`" in result.rejects[0]["message"]
+    assert result.states == [state_msg(2)["value"]]
