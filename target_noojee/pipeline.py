@@ -705,6 +705,7 @@ class Pipeline:
         """
         self.flush()
         self._send_closes()
+        self._warn_unused_stream_settings()
         self.delivery.wait_settled()
         if self._refusals:
             raise ClosesRefused(
@@ -712,6 +713,20 @@ class Pipeline:
             )
         self._check_reject_budget(final=True)
         self.close()
+
+    def _warn_unused_stream_settings(self) -> None:
+        """`streams` entries no stream of the input matched: a misspelt name (Meltano's
+        `schema-table` stream ids) silently falls back to the top-level settings."""
+        configured = self.config.get("streams")
+        if not isinstance(configured, Mapping) or not self._lanes:
+            return
+        unused = sorted(str(name) for name in configured if name not in self._lanes)
+        if unused:
+            LOGGER.warning(
+                "setting `streams` names %s, which the input did not have (its streams: %s)",
+                ", ".join(repr(n) for n in unused),
+                ", ".join(repr(n) for n in sorted(self._lanes)),
+            )
 
     def _check_reject_budget(self, *, final: bool) -> None:
         """Stop when more than max_reject_ratio of the records so far were rejected."""

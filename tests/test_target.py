@@ -427,3 +427,10 @@ def test_a_record_sent_twice_in_one_input_costs_one_call(
     assert 112 not in sim.code_counts or renamed_rejected
     expected = "Lead 0" if renamed_rejected else "Renamed"
     assert sim.lead(41, "L00000")["fields"]["Name"] == expected
+
+
+def test_a_streams_entry_no_input_stream_matches_is_named(sim: Simulator, tmp_path: Path) -> None:
+    config = base_config(sim, tmp_path, streams={"Contacts": {"campaign_id": 41}})
+    result = run_target(config, [schema_msg(), record_msg(lead(1)), state_msg(1)], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "setting `streams` names 'Contacts'" in result.stderr and "'contacts'" in result.stderr
