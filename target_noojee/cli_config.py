@@ -20,18 +20,35 @@ _TRUE = ("true", "1", "yes", "on")
 _FALSE = ("false", "0", "no", "off")
 
 
+def text_streams_escape_what_utf8_cannot_hold() -> None:
+    """A record's text in a message (a cut emoji: a lone surrogate) is written escaped rather
+    than failing the write; stdout stays JSON either way."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
+
+
+def _not_json(constant: str) -> Any:
+    """NaN and Infinity: Python reads them, JSON (and the SDK) does not."""
+    raise ValueError(f"{constant} is not JSON")
+
+
 def load_config_file(path: Path) -> dict[str, Any]:
     """The JSON object in `path`; a ConfigError (never echoing the content) otherwise."""
     try:
-        loaded = json.loads(path.read_text(encoding="utf-8"))
+        loaded = json.loads(path.read_text(encoding="utf-8"), parse_constant=_not_json)
     except OSError as exc:
         raise ConfigError("config", f"cannot read --config {path}: {exc.strerror}") from None
     except json.JSONDecodeError as exc:  # its position, never its text
         raise ConfigError(
             "config", f"--config {path} is not JSON (line {exc.lineno}, column {exc.colno})"
         ) from None
-    except ValueError as exc:
-        raise ConfigError("config", f"cannot read --config {path}: {type(exc).__name__}") from None
+    except ValueError as exc:  # NaN, or not UTF-8: says where, never the content
+        reason = str(exc) if isinstance(exc, UnicodeDecodeError) or "JSON" in str(exc) else ""
+        raise ConfigError(
+            "config", f"--config {path} is not JSON ({reason or exc.__class__.__name__})"
+        ) from None
     if not isinstance(loaded, dict):
         raise ConfigError("config", f"--config {path} must hold a JSON object")
     return loaded

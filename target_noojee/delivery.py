@@ -31,7 +31,7 @@ import backoff
 
 from target_noojee import codes
 from target_noojee.client import Outcome
-from target_noojee.codes import Kind
+from target_noojee.codes import COULDNT_FIND_THE_LEAD, Kind
 from target_noojee.pacing import Limiter, Permit, Signal
 from target_noojee.policy import INSERT, UPDATE, Attempt, next_step
 from target_noojee.rejects import RejectStore, reject_entry
@@ -88,7 +88,8 @@ class Job:
     has_fallback_disposition: bool = False
     has_external_id: bool = False  # only then can a lost insert be resolved by an update
     fallback_used: bool = False
-    lost_insert: bool = False
+    lost_insert: bool = False  # this very lead may have been inserted (a reply lost)
+    maybe_inserted: bool = False  # a run that died may have inserted an earlier version of it
     queued_at: float = 0.0  # when it became due first: a resend keeps its place in line
     first_failure: float | None = None
     backing_off: bool = False  # waiting in the heap for its retry
@@ -140,6 +141,7 @@ class Delivery:
         *,
         settle: Callable[[int], None],
         on_outcome: Callable[[Job, str, int | str | None], None] = lambda job, outcome, code: None,
+        on_insert: Callable[[Job], None] = lambda job: None,
         rejects: RejectStore,
         stats: RunStats,
         retry: RetryPolicy,
@@ -151,6 +153,7 @@ class Delivery:
         self._limiter = limiter
         self._settle = settle
         self._on_outcome = on_outcome  # e.g. the ledger: called before the job settles
+        self._on_insert = on_insert  # e.g. the ledger: called before an insert's call goes out
         self._rejects = rejects
         self._stats = stats
         self._retry = retry
@@ -320,6 +323,8 @@ class Delivery:
     def _attempt(self, job: Job, permit: Permit) -> None:
         try:
             body = job.render(job.endpoint, job.fallback_used)
+            if job.endpoint == INSERT and job.external_id is not None:
+                self._on_insert(job)
             outcome = self._sender.send_lead(
                 job.endpoint, job.ids, body, allow_duplicates=job.allow_duplicates
             )
@@ -335,12 +340,15 @@ class Delivery:
             self._settle_parked(outcome)
         if outcome.maybe_applied and job.endpoint == INSERT and job.has_external_id:
             job.lost_insert = True
+        if outcome.code == COULDNT_FIND_THE_LEAD:  # the PBX does not hold it: no insert landed
+            job.lost_insert = job.maybe_inserted = False
         attempt = Attempt(
             operation=job.operation,
             endpoint=job.endpoint,
             has_fallback_disposition=job.has_fallback_disposition,
             fallback_used=job.fallback_used,
             lost_insert=job.lost_insert,
+            maybe_inserted=job.maybe_inserted,
         )
         step = next_step(attempt, outcome)
         if step.action == "delivered":

@@ -6,6 +6,7 @@ import contextlib
 import gzip
 import json
 import typing as t
+import zlib
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Mapping
 
@@ -46,7 +47,7 @@ def read_batch_file(encoding: Mapping[str, t.Any], url: str) -> Iterator[t.Any]:
                 number += 1
                 if line.strip():
                     yield json.loads(line)
-    except (OSError, EOFError) as exc:
+    except (OSError, EOFError, zlib.error) as exc:  # zlib: a damaged gzip stream
         raise InputError(f"BATCH file {url} cannot be read: {exc}") from None
     except ValueError as exc:  # JSON, or UTF-8
         raise InputError(f"BATCH file {url}, line {number}: not a JSON record ({exc})") from None

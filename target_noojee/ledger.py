@@ -97,6 +97,7 @@ def _tables(sqlite: bool) -> tuple[str, ...]:
             pbx TEXT NOT NULL,
             campaign_id BIGINT NOT NULL,
             external_id TEXT NOT NULL,
+            fingerprint TEXT NOT NULL,
             at DOUBLE PRECISION NOT NULL,
             PRIMARY KEY (pbx, campaign_id, external_id)
         ){rowid}
@@ -236,8 +237,9 @@ class DueReject:
 
 _ENTRY = "fingerprint, outcome, code, at, stream, version, on_pbx, redeliveries, closed"
 _SENT_INSERT = sa.text(
-    "INSERT INTO sent_inserts (pbx, campaign_id, external_id, at) VALUES (:pbx, :c, :e, :at) "
-    "ON CONFLICT (pbx, campaign_id, external_id) DO UPDATE SET at = excluded.at"
+    "INSERT INTO sent_inserts (pbx, campaign_id, external_id, fingerprint, at) "
+    "VALUES (:pbx, :c, :e, :f, :at) ON CONFLICT (pbx, campaign_id, external_id) "
+    "DO UPDATE SET fingerprint = excluded.fingerprint, at = excluded.at"
 )
 _SENT_INSERT_DONE = sa.text(
     "DELETE FROM sent_inserts WHERE pbx = :pbx AND campaign_id = :campaign_id "
@@ -387,34 +389,30 @@ class Ledger:
             conn.execute(_UPSERT, params)
             conn.execute(_SENT_INSERT_DONE, params)
 
-    def insert_sent(self, campaign_id: int, external_id: str) -> None:
-        """An insert of this lead is about to be sent (committed before the call)."""
+    def insert_sent(self, campaign_id: int, external_id: str, lead_fingerprint: str) -> None:
+        """An insert of this lead goes out now (committed before the call)."""
+        params = {"pbx": self._pbx, "c": campaign_id, "e": external_id, "f": lead_fingerprint}
         with self._tx() as conn:
-            conn.execute(
-                _SENT_INSERT,
-                {"pbx": self._pbx, "c": campaign_id, "e": external_id, "at": time.time()},
-            )
+            conn.execute(_SENT_INSERT, {**params, "at": time.time()})
 
-    def inserts_unsettled(self, campaign_id: int, external_ids: Iterable[str]) -> set[str]:
-        """The leads an earlier run sent an insert of and never recorded the outcome of: it
-        died with the call in flight, so the PBX may hold them."""
+    def inserts_unsettled(
+        self, campaign_id: int, external_ids: Iterable[str], before: float
+    ) -> dict[str, str]:
+        """The leads a run before `before` sent an insert of and never recorded the outcome
+        of (it died with the call in flight, so the PBX may hold them): id -> the fingerprint
+        of the lead that insert carried."""
         wanted = sorted(set(external_ids))
         query = sa.text(
-            "SELECT external_id FROM sent_inserts WHERE pbx = :pbx "
-            "AND campaign_id = :campaign_id AND external_id IN :ids"
+            "SELECT external_id, fingerprint FROM sent_inserts WHERE pbx = :pbx "
+            "AND campaign_id = :campaign_id AND at < :before AND external_id IN :ids"
         ).bindparams(sa.bindparam("ids", expanding=True))
-        found: set[str] = set()
+        found: dict[str, str] = {}
         with self._tx() as conn:
             for start in range(0, len(wanted), _BATCH):
-                rows = conn.execute(
-                    query,
-                    {
-                        "pbx": self._pbx,
-                        "campaign_id": campaign_id,
-                        "ids": wanted[start : start + _BATCH],
-                    },
-                )
-                found.update(str(row[0]) for row in rows)
+                batch = wanted[start : start + _BATCH]
+                params = {"pbx": self._pbx, "campaign_id": campaign_id, "before": before}
+                for row in conn.execute(query, {**params, "ids": batch}):
+                    found[str(row[0])] = str(row[1])
         return found
 
     def seen(self, campaign_id: int, stream: str, version: int, external_ids: list[str]) -> None:

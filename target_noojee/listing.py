@@ -24,7 +24,11 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from target_noojee.cli_config import EXIT_CONFIG, config_arg
+from target_noojee.cli_config import (
+    EXIT_CONFIG,
+    config_arg,
+    text_streams_escape_what_utf8_cannot_hold,
+)
 from target_noojee.client import NoojeeClient, client_from_config
 from target_noojee.preflight import PreflightError, RetryBound, catalogue, fetch, pbx_host
 from target_noojee.settings import ConfigError
@@ -78,6 +82,7 @@ def _setting(args: argparse.Namespace, config: dict[str, Any], name: str) -> str
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point; returns the exit status. Failures are one line on stderr."""
+    text_streams_escape_what_utf8_cannot_hold()
     parser = argparse.ArgumentParser(
         prog="noojee-list", description="List the templates, campaigns and allocations of a PBX."
     )

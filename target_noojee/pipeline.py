@@ -145,6 +145,7 @@ class Pipeline:
             self.limiter,
             settle=self.watermark.release,
             on_outcome=self._remember,
+            on_insert=self._note_insert,
             rejects=self.rejects,
             stats=self.stats,
             retry=RetryPolicy(
@@ -289,14 +290,24 @@ class Pipeline:
             if job.external_id is not None:
                 wanted.setdefault(job.ids["fCampaignId"], []).append(job.external_id)
         known = {c: self.ledger.get_many(c, ids) for c, ids in wanted.items()}
-        in_doubt = {c: self.ledger.inserts_unsettled(c, ids) for c, ids in wanted.items()}
+        in_doubt = {
+            c: self.ledger.inserts_unsettled(c, ids, before=self._started)
+            for c, ids in wanted.items()
+        }
         for lane, job, values in staged:
             entry = None
             if job.external_id is not None:
                 entry = known[job.ids["fCampaignId"]].get(job.external_id)
-                # An earlier run died with an insert of it in flight: the PBX may hold it.
-                job.lost_insert = job.external_id in in_doubt[job.ids["fCampaignId"]]
+                self._inserted_before(job, in_doubt[job.ids["fCampaignId"]].get(job.external_id))
             self._decide(lane, job, values, entry)
+
+    @staticmethod
+    def _inserted_before(job: Job, sent: str | None) -> None:
+        """An earlier run died with an insert of this lead in flight (`sent`: the fingerprint
+        it carried): the PBX may hold it, this very lead or an earlier version."""
+        if sent is not None:
+            job.lost_insert = sent == job.fingerprint
+            job.maybe_inserted = sent != job.fingerprint
 
     def _decide(self, lane: Lane, job: Job, values: LeadValues, entry: Entry | None) -> None:
         """Send a lead, or settle it at once: unchanged, or a reopen that cannot be sent."""
@@ -320,9 +331,6 @@ class Pipeline:
             return
         self.preflight.check([(lane.stream, lane.settings)])  # calls the PBX once per ids
         self._start_progress()
-        if job.endpoint == INSERT and job.external_id is not None:
-            # Committed before the call: a run that dies with it in flight leaves the mark.
-            self.ledger.insert_sent(job.ids["fCampaignId"], job.external_id)
         self.delivery.submit(job)
 
     def _record_version(self, lane: Lane, message_version: int | None) -> int | None:
@@ -516,9 +524,10 @@ class Pipeline:
             job.operation = CLOSE if is_close else settings.operation
             job.delivered_as = CLOSED if is_close else REDELIVERED
             job.redelivery = True
-            job.lost_insert = reject.external_id in self.ledger.inserts_unsettled(
-                settings.campaign_id, [reject.external_id]
+            sent = self.ledger.inserts_unsettled(
+                settings.campaign_id, [reject.external_id], before=self._started
             )
+            self._inserted_before(job, sent.get(reject.external_id))
             self._send(lane, job, "redeliver")
 
     def reject_job(self, entry: Mapping[str, Any], fallback: str | None) -> Job:
@@ -555,18 +564,18 @@ class Pipeline:
         data's)."""
         return self._accepting
 
-    def reached(self, stream: str) -> bool:
-        """Whether the current record's lead for `stream` was taken in by `accept`."""
-        return stream in self._reached_lanes
-
-    def reject_unread(self, stream: str, record: Any, reason: str) -> None:
+    def reject_unread(
+        self, stream: str, record: Any, reason: str, *, id_known: bool = True
+    ) -> None:
         """The SDK failed on a record before it reached this stream: rejected locally, the run
-        goes on. A mirrored stream counts its row as present, so the failure closes nothing."""
+        goes on. A mirrored stream counts its row as present, so the failure closes nothing;
+        without a known id (`id_known`: a failed stream map may compute it) the version closes
+        none."""
         lane = self._lanes.get(stream)
         if lane is None or not isinstance(record, Mapping):
             self._write_local_reject(stream, None, reason, {}, lane.ids if lane else None)
             return
-        external_id = lane.source_id(record)
+        external_id = lane.source_id(record) if id_known else None
         if lane.settings.mirror:
             if external_id is None:
                 self.lifecycle.blind(stream)  # its id may be the failed map's to compute
@@ -586,6 +595,12 @@ class Pipeline:
         if self.full_resend or entry is None or entry.fingerprint != job.fingerprint:
             return False
         return not self.delivery.is_pending(job.lead_key)
+
+    def _note_insert(self, job: Job) -> None:
+        """Before an insert's call (a delivery worker): a run that dies with it in flight
+        leaves the note for the next one (README "The ledger")."""
+        if job.external_id is not None and not self.dry_run:
+            self.ledger.insert_sent(job.ids["fCampaignId"], job.external_id, job.fingerprint)
 
     def _remember(self, job: Job, outcome: str, code: int | str | None) -> None:
         if outcome == REJECTED and not (isinstance(code, int) and lookup(code) is not None):

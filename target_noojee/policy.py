@@ -42,6 +42,7 @@ class Attempt:
     has_fallback_disposition: bool
     fallback_used: bool
     lost_insert: bool  # an earlier insert of this lead may have been applied (reply lost)
+    maybe_inserted: bool = False  # a run that died may have inserted another version of it
 
 
 @dataclass(frozen=True)
@@ -80,10 +81,11 @@ def next_step(attempt: Attempt, outcome: Outcome) -> Step:
         return REJECT
     if code == codes.COULDNT_FIND_THE_LEAD and attempt.operation == "upsert":
         return Step("resend", endpoint=INSERT)
+    maybe_ours = attempt.lost_insert or attempt.maybe_inserted  # the PBX may hold our insert
     duplicate_id = code == codes.DUPLICATE_EXTERNAL_ID and attempt.endpoint == INSERT
-    if duplicate_id and (attempt.operation == "upsert" or attempt.lost_insert):
+    if duplicate_id and (attempt.operation == "upsert" or maybe_ours):
         return Step("resend", endpoint=UPDATE)
-    if code == codes.DUPLICATE and attempt.endpoint == INSERT and attempt.lost_insert:
+    if code == codes.DUPLICATE and attempt.endpoint == INSERT and maybe_ours:
         return Step("resend", endpoint=UPDATE)
     if code == codes.NO_CHANGE_ON_UNSET_DISPOSITION and attempt.lost_insert:
         # The lead exists (112) and was never dialed (107): it is the insert whose reply was lost.

@@ -166,7 +166,7 @@ def rewrite(path: Path, entries: list[dict[str, Any]]) -> None:
     fd, tmp = tempfile.mkstemp(prefix=path.name, dir=str(path.parent or "."))
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         for entry in entries:
-            handle.write(json.dumps(entry, separators=(",", ":"), ensure_ascii=False) + "\n")
+            handle.write(json_line(entry) + "\n")
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)

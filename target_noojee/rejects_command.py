@@ -22,7 +22,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from target_noojee.cli_config import EXIT_CONFIG, EXIT_FAILED, config_arg
+from target_noojee.cli_config import (
+    EXIT_CONFIG,
+    EXIT_FAILED,
+    config_arg,
+    text_streams_escape_what_utf8_cannot_hold,
+)
 from target_noojee.delivery import DeliveryStopped, Job
 from target_noojee.ledger import open_ledger
 from target_noojee.pipeline import DEFAULTS, Pipeline
@@ -153,6 +158,7 @@ CONFIG_HELP = "the target's config file (default: its TARGET_NOOJEE_* environmen
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point."""
+    text_streams_escape_what_utf8_cannot_hold()
     parser = argparse.ArgumentParser(prog="noojee-rejects", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     show = sub.add_parser("list", help="list rejected records grouped by code")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import signal
@@ -19,7 +18,12 @@ from singer_sdk import typing as th
 from singer_sdk.exceptions import ConfigValidationError, RecordsWithoutSchemaException
 from singer_sdk.singerlib.exceptions import InvalidInputLine
 
-from target_noojee.cli_config import EXIT_CONFIG, EXIT_FAILED, check_config_args
+from target_noojee.cli_config import (
+    EXIT_CONFIG,
+    EXIT_FAILED,
+    check_config_args,
+    text_streams_escape_what_utf8_cannot_hold,
+)
 from target_noojee.delivery import DeliveryStopped, Interrupted
 from target_noojee.input import InputError, NumberedReader, Terminated, read_batch_file
 from target_noojee.pipeline import DEFAULTS, Pipeline
@@ -344,6 +348,7 @@ class TargetNoojee(Target):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._stop_signal: int | None = None
+        self._map_failures: dict[str, Exception] = {}  # alias -> its map's error, this record
         self._stop_at = 0.0
         self.pipeline: Pipeline
         super().__init__(*args, **kwargs)
@@ -379,39 +384,43 @@ class TargetNoojee(Target):
             deleted=isinstance(record, dict) and bool(record.get("_sdc_deleted_at")),
             version=version if isinstance(version, int) and not isinstance(version, bool) else None,
         )
+        stream = message_dict["stream"]
+        self._map_failures = {}
+        self._guard_stream_maps(stream)
         try:
             super()._process_record_message(message_dict)
+            aliases = self._aliases(stream)
             # Streams whose stream map filtered the record out still hold its row (mirror).
-            self.pipeline.filtered(self._aliases(message_dict["stream"]), record)
+            self.pipeline.filtered([a for a in aliases if a not in self._map_failures], record)
+            for alias, exc in self._map_failures.items():
+                # Its id may be the failed map's to compute: not trusted (README).
+                self.pipeline.reject_unread(alias, record, _one_line(exc), id_known=False)
         except _NOT_THE_RECORDS_FAULT:
             raise
-        except Exception as exc:  # the SDK failed on this record (a stream map, a parser ...)
+        except Exception as exc:  # the SDK failed on this record (a parser ...)
             if self.pipeline.failed_inside():
                 raise  # our own code failed on the record: a bug, not the data
-            self._reject_unread(message_dict["stream"], message_dict["record"], exc)
+            self.pipeline.reject_unread(stream, record, _one_line(exc))
         finally:
             self.pipeline.close_record(seq)
 
-    def _reject_unread(self, stream: str, record: Any, exc: Exception) -> None:
-        """The SDK raised on a record: each alias it had not reached yet rejects it, with its
-        own map's error; an alias whose map filters it out (asked again: maps are pure) is a
-        filtered row, as when no map fails."""
-        maps = self.mapper.stream_maps.get(stream, [])
-        if not maps:
-            self.pipeline.reject_unread(stream, record, _one_line(exc))
-            return
-        for stream_map in maps:
-            alias = stream_map.stream_alias
-            if self.pipeline.reached(alias):
+    def _guard_stream_maps(self, stream: str) -> None:
+        """A stream map that raises on a record fails that record in its own output stream
+        only: the SDK's loop goes on to the stream's other maps (`__source__` splits)."""
+        for stream_map in self.mapper.stream_maps.get(stream, []):
+            if getattr(stream_map, "_noojee_guarded", False):
                 continue
-            reason = _one_line(exc)
-            try:
-                if stream_map.transform(copy.copy(record)) is None:
-                    self.pipeline.filtered([alias], record)
-                    continue
-            except Exception as own:
-                reason = _one_line(own)
-            self.pipeline.reject_unread(alias, record, reason)
+            transform, alias = stream_map.transform, stream_map.stream_alias
+
+            def guarded(record: dict, transform: Any = transform, alias: str = alias) -> Any:
+                try:
+                    return transform(record)
+                except Exception as exc:  # the data's fault: rejected in this stream
+                    self._map_failures[alias] = exc
+                    return None
+
+            stream_map.transform = guarded  # type: ignore[method-assign]
+            stream_map._noojee_guarded = True  # type: ignore[attr-defined]
 
     def _process_batch_message(self, message_dict: dict) -> None:
         """A BATCH message: each record of its files goes the way of a RECORD message (stream
@@ -560,4 +569,5 @@ def run(argv: list[str] | None = None) -> int:
 
 def cli() -> None:
     """Console entry point."""
+    text_streams_escape_what_utf8_cannot_hold()
     sys.exit(run())

@@ -263,3 +263,26 @@ def test_older_taps_schemas_and_blank_dates_are_read_as_they_mean(
     assert [(r["key"], r["code"]) for r in result.rejects] == [("B", "local")]
     assert "`amount`" in result.rejects[0]["message"]
     assert result.states == [state_msg(2)["value"]]
+
+
+def test_a_stream_map_that_fails_first_still_lets_the_other_alias_deliver(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    cfg = config(sim, tmp_path)
+    cfg["stream_maps"] = {
+        "people": {"name": "name + ' (' + phone + ')'"},  # fails on a null name
+        "callers": {"__source__": "people", "id": "'D-' + id"},
+    }
+    cfg["allow_duplicates"] = True
+    messages = [
+        schema_message(),
+        record_msg({"id": "Z", "name": None, "phone": "0411111111"}, "people"),
+        state_msg(1),
+    ]
+    for _ in range(2):  # the second run: the same again, nothing swallowed as unchanged
+        result = run_target(cfg, messages, tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert sim.lead(41, "D-Z") is not None and sim.lead(41, "Z") is None
+        assert result.states == [state_msg(1)["value"]]
+    rejects = [(r["stream"], r["key"], r["code"]) for r in result.rejects]
+    assert rejects == [("people", "Z", "local")] * 2

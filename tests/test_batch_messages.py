@@ -59,3 +59,13 @@ def test_an_unreadable_batch_file_stops_the_run_before_the_state_after_it(
     # Bad input stops the run at once (README, exit 3): STATE 1 went out only if lead 1 landed.
     assert state_msg(2)["value"] not in result.states
     assert (sim.lead(41, "L00001") is not None) == (result.states == [state_msg(1)["value"]])
+
+
+def test_a_damaged_gzip_batch_file_stops_the_run_naming_it(sim: Simulator, tmp_path: Path) -> None:
+    damaged = tmp_path / "part.jsonl.gz"
+    damaged.write_bytes(gzip.compress(json.dumps(lead(1)).encode() * 50)[:40] + b"\x00" * 40)
+    messages = [schema_msg(), _batch([damaged], "gzip"), state_msg(1)]
+    result = run_target(base_config(sim, tmp_path), messages, tmp_path)
+    assert result.returncode == 3, result.stderr
+    assert "part.jsonl.gz" in result.stderr and "Traceback" not in result.stderr
+    assert result.states == []

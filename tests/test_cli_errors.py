@@ -37,6 +37,7 @@ def _target(
         (["--config", "{dir}/missing.json"], "cannot read --config"),
         (["--config", "{dir}/bad.json"], "is not JSON (line 1"),
         (["--config", "{dir}/list.json"], "must hold a JSON object"),
+        (["--config", "{dir}/nan.json"], "NaN is not JSON"),
         (["--config", "{dir}/empty.json", "--input", "{dir}/missing.singer"], "--input"),
         (["--bogus"], "--bogus"),
     ],
@@ -46,6 +47,7 @@ def test_a_wrong_argument_is_one_line_and_exit_2(
 ) -> None:
     (tmp_path / "bad.json").write_text('{"api_key": "' + API_KEY + '", oops')
     (tmp_path / "list.json").write_text("[1, 2]")
+    (tmp_path / "nan.json").write_text('{"max_reject_ratio": NaN}')
     (tmp_path / "empty.json").write_text("{}")
     proc = _target([a.format(dir=tmp_path) for a in args])
     assert proc.returncode == 2, proc.stderr

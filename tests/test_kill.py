@@ -212,3 +212,51 @@ def test_inserts_cut_off_by_a_kill_are_not_rejected_as_existing_on_resume(tmp_pa
         assert not (tmp_path / "rejects.jsonl").exists()
         held = sim.leads(campaign_id=41)
         assert sorted(x["external_id"] for x in held) == [f"L{i:05d}" for i in range(10)]
+
+
+def _kill_with_one_insert_in_service(
+    sim: Simulator, config: dict[str, Any], tmp_path: Path, lines: list[dict[str, Any]]
+) -> None:
+    proc = start_target(config, tmp_path)
+    states = feed_and_collect(proc, lines)
+    deadline = time.monotonic() + 30
+    while sim.in_service < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.kill()
+    proc.wait(timeout=30)
+    states.finish()
+    while sim.in_service and time.monotonic() < deadline + 30:  # the PBX finishes it
+        time.sleep(0.05)
+    sim.set_service_ms(0)
+
+
+def test_inserts_only_queued_when_killed_are_sent_as_new_next_run(tmp_path: Path) -> None:
+    """Only the insert in flight may have landed: the queued ones are plain inserts next run
+    (a 105 is a reject, not an endless insert / update / insert)."""
+    lines = [schema_msg(), *[record_msg(lead(i)) for i in range(5)]]
+    lines += [record_msg(lead(5, phone="0400000000")), {"type": "STATE", "value": {"next": 6}}]
+    with Simulator(api_key=API_KEY, slots=1, service_ms=1500) as sim:
+        config = base_config(sim, tmp_path, concurrency=1)
+        _kill_with_one_insert_in_service(sim, config, tmp_path, lines)
+        proc = start_target(config, tmp_path)
+        states = feed_and_collect(proc, lines)
+        assert proc.wait(timeout=60) == 0
+        assert json.loads(states.finish()[-1]) == {"next": 6}
+        rejects = [json.loads(x) for x in (tmp_path / "rejects.jsonl").read_text().splitlines()]
+        assert [(r["key"], r["code"]) for r in rejects] == [("L00005", 105)]
+        assert sim.lead_calls < 20
+
+
+def test_a_lead_changed_after_a_kill_cut_off_its_insert_reaches_the_pbx(tmp_path: Path) -> None:
+    def lines(name: str) -> list[dict[str, Any]]:
+        return [schema_msg(), record_msg(lead(1, name=name)), {"type": "STATE", "value": {"n": 1}}]
+
+    with Simulator(api_key=API_KEY, slots=1, service_ms=1500) as sim:
+        config = base_config(sim, tmp_path, concurrency=1, fallback_disposition="Call Back")
+        _kill_with_one_insert_in_service(sim, config, tmp_path, lines("Old"))
+        assert sim.lead(41, "L00001")["fields"]["Name"] == "Old"
+        proc = start_target(config, tmp_path)
+        states = feed_and_collect(proc, lines("New"))
+        assert proc.wait(timeout=60) == 0
+        assert json.loads(states.finish()[-1]) == {"n": 1}
+        assert sim.lead(41, "L00001")["fields"]["Name"] == "New"

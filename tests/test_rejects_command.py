@@ -90,3 +90,21 @@ def test_resend_refuses_while_a_run_writes_the_file(sim: Simulator, tmp_path: Pa
         fcntl.flock(handle, fcntl.LOCK_SH)
         proc = rejects_cli("resend", "--config", str(config_path))
     assert proc.returncode == 1 and "try again" in proc.stderr
+
+
+def test_rejects_holding_a_cut_emoji_are_listed_and_resent(sim: Simulator, tmp_path: Path) -> None:
+    config = base_config(sim, tmp_path, fallback_disposition="Call Back")
+    cut = [schema_msg(), record_msg(lead(1, name="cut \ud83d", phone="0390000000"))]  # 104 DNC
+    cut.append(record_msg(lead(2, phone="not a phone \ud83d")))  # local, the text in the reason
+    assert run_target(config, cut, tmp_path).returncode == 0
+    config_path = tmp_path / "config.json"
+    listed = rejects_cli("list", "--config", str(config_path))
+    assert listed.returncode == 0, listed.stderr
+    assert "Traceback" not in listed.stderr and "local: 1 record(s)" in listed.stdout
+    sim.remove_dnc("0390000000")
+    proc = rejects_cli("resend", "--config", str(config_path), "--code", "104")
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr and "delivered 1" in proc.stderr
+    assert sim.lead(41, "L00001")["fields"]["Name"] == "cut \ud83d"
+    left = [json.loads(x) for x in Path(config["reject_file"]).read_text().splitlines()]
+    assert [e["key"] for e in left] == ["L00002"]

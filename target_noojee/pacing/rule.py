@@ -135,7 +135,9 @@ class Rule:
         queue stood above and may stand here too (another client's, or ours at C = 1): one step
         further down tells; at the bottom the baseline may only fall."""
         above, confidence = self._above, self.tuning.confidence
-        shorter = above is not None and above.mean_rtt - w.mean_rtt > confidence * (
+        # Our own target queue above explains this much of a shorter round trip here.
+        own = 1.0 - self.tuning.target_queue / above.in_flight if above is not None else 1.0
+        shorter = above is not None and above.mean_rtt * own - w.mean_rtt > confidence * (
             _se(above, self.baseline.rel_sd, w)
         )
         if shorter and self._depth < _MAX_DEPTH and self.limit > self.min_limit:
