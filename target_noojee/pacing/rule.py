@@ -129,8 +129,8 @@ class Rule:
         self._schedule_remeasure(now)
 
     def _remeasured(self, w: WindowStats) -> None:
-        """A window under the limit. If it is no faster than the window a step above it,
-        sending fewer did not shorten the wait: its round trip is the baseline (S grew, the
+        """A window under the limit. If it is no faster than the window a step above it (less
+        the target queue of ours that window held), sending fewer did not shorten the wait: its round trip is the baseline (S grew, the
         network changed, or a neighbour keeps a queue we cannot empty). If it is faster, a
         queue stood above and may stand here too (another client's, or ours at C = 1): one step
         further down tells; at the bottom the baseline may only fall."""
