@@ -161,7 +161,11 @@ class Delivery:
         self._window = max(window, 1)
         self._n_workers = max(workers, 1)
         self._cond = threading.Condition()
+        # Jobs that may go now, in their place in line (when each first became due), and jobs
+        # backing off, by when they may go: a retry, once due, goes before jobs queued after
+        # its record, so one lost reply does not hold STATE back behind the whole window.
         self._heap: list[tuple[float, int, Job]] = []
+        self._later: list[tuple[float, int, Job]] = []
         self._tiebreak = itertools.count()
         self._waiting: dict[Hashable, deque[Job]] = {}  # lead_key -> later jobs for that lead
         self._unsettled = 0
@@ -273,23 +277,35 @@ class Delivery:
 
     def _schedule(self, job: Job, due: float) -> None:
         # Called with the lock held.
-        heapq.heappush(self._heap, (due, next(self._tiebreak), job))
+        if due > self._clock():
+            heapq.heappush(self._later, (due, next(self._tiebreak), job))
+        else:
+            heapq.heappush(self._heap, (job.queued_at, next(self._tiebreak), job))
         self._cond.notify()
+
+    def _promote_due(self) -> None:
+        # Called with the lock held: backed-off jobs whose wait is over join the line.
+        now = self._clock()
+        while self._later and self._later[0][0] <= now:
+            job = heapq.heappop(self._later)[2]
+            heapq.heappush(self._heap, (job.queued_at, next(self._tiebreak), job))
 
     def _wait_for_due_job(self) -> bool:
         """Block until some job is due; False when stopping."""
         with self._cond:
             while not self._stopping:
-                now = self._clock()
-                if self._heap and self._heap[0][0] <= now:
+                self._promote_due()
+                if self._heap:
                     return True
-                self._cond.wait(self._heap[0][0] - now if self._heap else None)
+                wait = self._later[0][0] - self._clock() if self._later else None
+                self._cond.wait(wait)
             return False
 
     def _take_due_job(self) -> Job | None:
-        """Pop the earliest due job (it may have been taken by another worker meanwhile)."""
+        """Pop the first due job in line (another worker may have taken it meanwhile)."""
         with self._cond:
-            if self._stopping or not self._heap or self._heap[0][0] > self._clock():
+            self._promote_due()
+            if self._stopping or not self._heap:
                 return None
             job = heapq.heappop(self._heap)[2]
             if job.backing_off:
@@ -433,7 +449,7 @@ class Delivery:
         try:
             while True:
                 with self._cond:
-                    idle = bool(self._parked) and not self._heap and self._sending == 0
+                    idle = bool(self._parked) and not (self._heap or self._later or self._sending)
                     if not idle or self._stopping:
                         return
                     ids = self._parked[0][0].ids

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import decimal
 import gzip
 import json
 import typing as t
@@ -67,6 +68,16 @@ REQUIRED: dict[str, dict[str, type | tuple[type, ...]]] = {
 }
 
 
+def _floats(value: t.Any) -> t.Any:
+    if isinstance(value, decimal.Decimal):
+        return float(value)
+    if isinstance(value, dict):
+        return {k: _floats(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_floats(v) for v in value]
+    return value
+
+
 def _modernize_schema_message(message: dict[str, t.Any]) -> None:
     """Forms older taps write that the SDK refuses, read as they mean: `key_properties` as one
     string (a list of one), and draft 4's boolean `exclusiveMaximum` / `exclusiveMinimum`
@@ -107,7 +118,8 @@ class NumberedReader(SingerReader):
     def deserialize_json(self, line: str) -> dict:
         """Parse one line; a failure names the line, not its content."""
         try:
-            value = json.loads(line)
+            # Decimals, as the SDK's own reader: `multipleOf: 0.01` holds for 560.05 only so.
+            value = json.loads(line, parse_float=decimal.Decimal)
         except json.JSONDecodeError as exc:
             raise InputError(
                 f"input line {self.line_number} is not valid JSON ({exc.msg} at column {exc.colno})"
@@ -147,6 +159,8 @@ class NumberedReader(SingerReader):
             self._check_shape(kind, message)
             if kind == "SCHEMA":
                 _modernize_schema_message(message)
+            elif kind == "STATE":  # goes out again as the tap wrote it: numbers, not text
+                message["value"] = _floats(message["value"])
             try:
                 callback(message)
             except InvalidInputLine:

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from target_noojee.client import client_from_config
 from target_noojee.codes import EXTERNAL_ID_FIELD, NO_CHANGE, lookup
 from target_noojee.delivery import Delivery, DeliveryStopped, Job, RetryPolicy
+from target_noojee.input import InputError
 from target_noojee.ledger import (
     CLOSED_OUTCOMES,
     DELIVERED,
@@ -40,7 +41,7 @@ from target_noojee.report import (
     UNCHANGED,
     RunStats,
 )
-from target_noojee.settings import LeadSettings, resolve_stream_settings
+from target_noojee.settings import ConfigError, LeadSettings, resolve_stream_settings
 from target_noojee.watermark import Watermark
 
 LOGGER = logging.getLogger("target_noojee")
@@ -160,6 +161,7 @@ class Pipeline:
         )
         self._seq = -1
         self._accepting = False  # `accept` is running (an error escaping it is ours)
+        self.records = 0  # records of the input (the watermark also numbers closes and versions)
         self._lanes: dict[str, Lane] = {}
         self._staged: list[tuple[Lane, Job, LeadValues]] = []  # waiting for one ledger look-up
         self._reached_lanes: set[str] = set()  # streams the current record reached
@@ -171,6 +173,7 @@ class Pipeline:
         self._refusals: list[Refusal] = []
         self._started = time.time()  # rejects written before this are the ones re-delivered
         self._closed = False
+        self._error: BaseException | None = None  # what stopped the run, for its report
         self._stop_progress = threading.Event()
         self._progress: threading.Thread | None = None
 
@@ -210,6 +213,7 @@ class Pipeline:
     def open_record(self) -> int:
         """A record arrived: number it and hold the watermark until its leads settle."""
         self._seq = self.watermark.open_record()
+        self.records += 1
         self._reached_lanes = set()
         self._accepting = False
         return self._seq
@@ -543,7 +547,7 @@ class Pipeline:
             return body
 
         external_id = lead.get(EXTERNAL_ID_FIELD) or None
-        seq = self.open_record()
+        seq = self.watermark.open_record()  # held until it settles; not a record of the input
         return Job(
             seq=seq,
             stream=str(entry.get("stream")),
@@ -745,7 +749,7 @@ class Pipeline:
 
     def _check_reject_budget(self, *, final: bool) -> None:
         """Stop when more than max_reject_ratio of the records so far were rejected."""
-        received = self.watermark.received
+        received = self.records
         if self.max_reject_ratio is None or not received:
             return
         if not final and received < REJECT_BUDGET_MIN_RECORDS:
@@ -758,15 +762,18 @@ class Pipeline:
                 f"{self.rejects.path} says why"
             )
 
-    def shutdown(self, grace_s: float | None = None) -> int:
-        """On a signal: no new calls, wait for calls in flight; returns records left unsent."""
+    def shutdown(self, grace_s: float | None = None, *, error: BaseException | None = None) -> int:
+        """On a signal or a failure (`error`, for the run report): no new calls, wait for
+        calls in flight; returns records left unsent."""
         grace = float(setting(self.config, "shutdown_grace_s") if grace_s is None else grace_s)
         left = self.delivery.stop(grace)
+        self._error = error
         self.close()
         return left if left else self.watermark.unsettled
 
     def close(self) -> None:
-        """Stop workers and the progress thread, sync files, log the summary (once)."""
+        """Stop workers and the progress thread, sync files, log the summary, write the run
+        report (once)."""
         if self._closed:
             return
         self._closed = True
@@ -783,13 +790,22 @@ class Pipeline:
         self.stats.emit_metrics(final=True)
         report_file = self.config.get("report_file")
         if report_file:
-            failure = self.delivery.failure
             try:
-                self.stats.write_report(report_file, error=str(failure) if failure else None)
+                self.stats.write_report(report_file, error=self._error_line())
             except Exception as exc:  # object stores raise their own (no s3fs, credentials)
                 LOGGER.error(
                     "cannot write report_file %s: %s", _shown(str(report_file)), _reason(exc)
                 )
+
+    def _error_line(self) -> str | None:
+        """Why the run failed, for its report: our own messages whole, anything else by its
+        kind only (it never passed our checks for secrets)."""
+        error = self._error or self.delivery.failure
+        if error is None:
+            return None
+        if isinstance(error, (DeliveryStopped, ConfigError, InputError)):
+            return str(error)
+        return type(error).__name__
 
     @property
     def failure(self) -> DeliveryStopped | None:

@@ -176,6 +176,14 @@ def main(argv: list[str] | None = None) -> int:
     if config is None:
         return EXIT_CONFIG
     path = args.file or Path(config.get("reject_file") or DEFAULTS["reject_file"])
+    try:
+        return _run(args, config, path)
+    except ConfigError as exc:  # the ledger cannot open, a setting is wrong: one line
+        print(f"noojee-rejects: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+def _run(args: argparse.Namespace, config: Mapping[str, Any], path: Path) -> int:
     if args.command == "list":
         return list_entries(path, args.format, None if args.file else config)
     for name in ("base_url", "api_key"):

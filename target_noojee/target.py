@@ -458,8 +458,8 @@ class TargetNoojee(Target):
             LOGGER.info(
                 "stopped by signal %s; every record received was settled", self._stop_signal
             )
-        except BaseException:
-            self.pipeline.shutdown()  # settle what is already on the wire, then stop
+        except BaseException as exc:
+            self.pipeline.shutdown(error=exc)  # settle what is already on the wire, then stop
             raise
 
     def process_endofpipe(self) -> None:

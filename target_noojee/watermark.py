@@ -83,11 +83,6 @@ class Watermark:
         with self._lock:
             return len(self._open)
 
-    @property
-    def received(self) -> int:
-        """Records received so far."""
-        return self._next
-
     def _emit_ready(self) -> None:
         # Called with the lock held. Invariant: _low is the lowest open seq, or _next if none.
         low = self._low if self._open else self._next

@@ -248,21 +248,28 @@ def test_older_taps_schemas_and_blank_dates_are_read_as_they_mean(
                     "exclusiveMinimum": False,
                     "minimum": 0,
                 },
+                "balance": {"type": ["null", "number"], "multipleOf": 0.01},  # numeric(10,2)
             },
         },
     }
+    balances = [560.05, 0.07, 1.15, 12345.67]  # binary floats are no multiples of 0.01
     messages = [
         schema,
         record_msg({"id": "A", "phone": "0411111111", "amount": 1.5, "callback": ""}, "people"),
         record_msg({"id": "B", "phone": "0422222222", "amount": 1000}, "people"),  # exclusive
-        state_msg(2),
+        *[
+            record_msg({"id": f"M{i}", "phone": f"043333333{i}", "balance": b}, "people")
+            for i, b in enumerate(balances)
+        ],
+        {"type": "STATE", "value": {"bookmark": 1.5, "n": 2}},
     ]
     result = run_target(config(sim, tmp_path), messages, tmp_path)
     assert result.returncode == 0, result.stderr
     assert sim.lead(41, "A") is not None
     assert [(r["key"], r["code"]) for r in result.rejects] == [("B", "local")]
     assert "`amount`" in result.rejects[0]["message"]
-    assert result.states == [state_msg(2)["value"]]
+    assert all(sim.lead(41, f"M{i}") is not None for i in range(len(balances)))
+    assert result.states == [{"bookmark": 1.5, "n": 2}]  # the tap's numbers, as it wrote them
 
 
 def test_a_stream_map_that_fails_first_still_lets_the_other_alias_deliver(

@@ -187,23 +187,35 @@ def test_sigint_then_sigterm_is_one_stop_request_under_meltano(tmp_path: Path) -
         assert len(sim.leads(campaign_id=41)) < 20
 
 
+def kill_with_inserts_in_service(
+    sim: Simulator,
+    config: dict[str, Any],
+    tmp_path: Path,
+    lines: list[dict[str, Any]],
+    calls: int,
+) -> None:
+    """SIGKILL a run once `calls` of its calls are in service, and let the PBX finish them
+    (it applies them: only the replies are lost); the PBX is fast from then on."""
+    proc = start_target(config, tmp_path)
+    states = feed_and_collect(proc, lines)
+    deadline = time.monotonic() + 30
+    while sim.in_service < calls and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.kill()
+    proc.wait(timeout=30)
+    states.finish()
+    while sim.in_service and time.monotonic() < deadline + 30:
+        time.sleep(0.05)
+    sim.set_service_ms(0)
+
+
 def test_inserts_cut_off_by_a_kill_are_not_rejected_as_existing_on_resume(tmp_path: Path) -> None:
     """Insert mode: the PBX applied the inserts a SIGKILL cut off; the next run must not reject
     them as existing (112), the ledger marked them as sent."""
     with Simulator(api_key=API_KEY, slots=4, service_ms=1500) as sim:
         config = base_config(sim, tmp_path, operation="insert", concurrency=4)
         lines = messages(0, 10)
-        proc = start_target(config, tmp_path)
-        states = feed_and_collect(proc, lines)
-        deadline = time.monotonic() + 30
-        while sim.in_service < 4 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        proc.kill()
-        proc.wait(timeout=30)
-        states.finish()
-        deadline = time.monotonic() + 30
-        while sim.in_service and time.monotonic() < deadline:  # the PBX finishes them
-            time.sleep(0.05)
+        kill_with_inserts_in_service(sim, config, tmp_path, lines, 4)
         assert len(sim.leads(campaign_id=41)) == 4
         proc = start_target(config, tmp_path)
         states = feed_and_collect(proc, lines)
@@ -214,22 +226,6 @@ def test_inserts_cut_off_by_a_kill_are_not_rejected_as_existing_on_resume(tmp_pa
         assert sorted(x["external_id"] for x in held) == [f"L{i:05d}" for i in range(10)]
 
 
-def _kill_with_one_insert_in_service(
-    sim: Simulator, config: dict[str, Any], tmp_path: Path, lines: list[dict[str, Any]]
-) -> None:
-    proc = start_target(config, tmp_path)
-    states = feed_and_collect(proc, lines)
-    deadline = time.monotonic() + 30
-    while sim.in_service < 1 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    proc.kill()
-    proc.wait(timeout=30)
-    states.finish()
-    while sim.in_service and time.monotonic() < deadline + 30:  # the PBX finishes it
-        time.sleep(0.05)
-    sim.set_service_ms(0)
-
-
 def test_inserts_only_queued_when_killed_are_sent_as_new_next_run(tmp_path: Path) -> None:
     """Only the insert in flight may have landed: the queued ones are plain inserts next run
     (a 105 is a reject, not an endless insert / update / insert)."""
@@ -237,7 +233,7 @@ def test_inserts_only_queued_when_killed_are_sent_as_new_next_run(tmp_path: Path
     lines += [record_msg(lead(5, phone="0400000000")), {"type": "STATE", "value": {"next": 6}}]
     with Simulator(api_key=API_KEY, slots=1, service_ms=1500) as sim:
         config = base_config(sim, tmp_path, concurrency=1)
-        _kill_with_one_insert_in_service(sim, config, tmp_path, lines)
+        kill_with_inserts_in_service(sim, config, tmp_path, lines, 1)
         proc = start_target(config, tmp_path)
         states = feed_and_collect(proc, lines)
         assert proc.wait(timeout=60) == 0
@@ -253,10 +249,28 @@ def test_a_lead_changed_after_a_kill_cut_off_its_insert_reaches_the_pbx(tmp_path
 
     with Simulator(api_key=API_KEY, slots=1, service_ms=1500) as sim:
         config = base_config(sim, tmp_path, concurrency=1, fallback_disposition="Call Back")
-        _kill_with_one_insert_in_service(sim, config, tmp_path, lines("Old"))
+        kill_with_inserts_in_service(sim, config, tmp_path, lines("Old"), 1)
         assert sim.lead(41, "L00001")["fields"]["Name"] == "Old"
         proc = start_target(config, tmp_path)
         states = feed_and_collect(proc, lines("New"))
         assert proc.wait(timeout=60) == 0
         assert json.loads(states.finish()[-1]) == {"n": 1}
         assert sim.lead(41, "L00001")["fields"]["Name"] == "New"
+
+
+def test_a_lost_reply_does_not_hold_state_back_behind_the_whole_window(tmp_path: Path) -> None:
+    """The retry of a call whose reply was lost goes, once its backoff is over, before the
+    records queued after its own: STATE keeps coming while the run goes on, so a run killed
+    half way resumes from half way."""
+    n = 600
+    with Simulator(api_key=API_KEY, slots=4, service_ms=10, drop_rate=0.03, seed=5) as sim:
+        config = base_config(sim, tmp_path, concurrency=4, request_timeout_s=1)
+        proc = start_target(config, tmp_path)
+        states = feed_and_collect(proc, messages(0, n))
+        deadline = time.monotonic() + 120
+        while not states and time.monotonic() < deadline:
+            time.sleep(0.01)
+        delivered_then = len(sim.leads(campaign_id=41))
+        assert proc.wait(timeout=180) == 0
+        assert len(states.finish()) > 10 and len(sim.leads(campaign_id=41)) == n
+        assert delivered_then < n / 2  # the first STATE came while most of the run was to come

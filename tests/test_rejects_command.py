@@ -108,3 +108,14 @@ def test_rejects_holding_a_cut_emoji_are_listed_and_resent(sim: Simulator, tmp_p
     assert sim.lead(41, "L00001")["fields"]["Name"] == "cut \ud83d"
     left = [json.loads(x) for x in Path(config["reject_file"]).read_text().splitlines()]
     assert [e["key"] for e in left] == ["L00002"]
+
+
+def test_a_ledger_that_cannot_open_is_one_line_and_exit_2(sim: Simulator, tmp_path: Path) -> None:
+    config = base_config(sim, tmp_path, ledger_url="postgresql://u:secret@127.0.0.1:9/nosuchdb")
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    for args in (("list",), ("resend", "--code", "104")):
+        proc = rejects_cli(*args, "--config", str(path))
+        assert proc.returncode == 2, proc.stderr
+        assert "ledger_url" in proc.stderr and "Traceback" not in proc.stderr
+        assert "secret" not in proc.stderr

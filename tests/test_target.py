@@ -434,3 +434,26 @@ def test_a_streams_entry_no_input_stream_matches_is_named(sim: Simulator, tmp_pa
     result = run_target(config, [schema_msg(), record_msg(lead(1)), state_msg(1)], tmp_path)
     assert result.returncode == 0, result.stderr
     assert "setting `streams` names 'Contacts'" in result.stderr and "'contacts'" in result.stderr
+
+
+def test_the_reject_budget_counts_records_only_and_the_report_says_why(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    """Closes and versions the watermark also numbers are no records: 2 rejected of 3 is more
+    than half, however many ACTIVATE_VERSIONs come with them."""
+    version = {"type": "ACTIVATE_VERSION", "stream": "contacts", "version": 1}
+    messages = [schema_msg(), version, record_msg(lead(1, phone="not a phone"))]
+    messages += [record_msg(lead(2, phone="nor this")), record_msg(lead(3)), version, version]
+    report = tmp_path / "report.json"
+    config = base_config(
+        sim,
+        tmp_path,
+        max_reject_ratio=0.5,
+        mirror=True,
+        close_disposition="Call Back",
+        report_file=str(report),
+    )
+    result = run_target(config, [*messages, state_msg(3)], tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert "2 of 3 records rejected" in result.stderr
+    assert "2 of 3 records rejected" in json.loads(report.read_text())["error"]

@@ -130,10 +130,11 @@ class Rule:
 
     def _remeasured(self, w: WindowStats) -> None:
         """A window under the limit. If it is no faster than the window a step above it (less
-        the target queue of ours that window held), sending fewer did not shorten the wait: its round trip is the baseline (S grew, the
-        network changed, or a neighbour keeps a queue we cannot empty). If it is faster, a
-        queue stood above and may stand here too (another client's, or ours at C = 1): one step
-        further down tells; at the bottom the baseline may only fall."""
+        the target queue of ours that window held), sending fewer did not shorten the wait:
+        its round trip is the baseline (S grew, the network changed, or a neighbour keeps a
+        queue we cannot empty). If it is faster, a queue stood above and may stand here too
+        (another client's, or ours at C = 1): one step further down tells; at the bottom the
+        baseline may only fall."""
         above, confidence = self._above, self.tuning.confidence
         # Our own target queue above explains this much of a shorter round trip here.
         own = 1.0 - self.tuning.target_queue / above.in_flight if above is not None else 1.0
