@@ -19,6 +19,7 @@ from singer_sdk.exceptions import ConfigValidationError, RecordsWithoutSchemaExc
 from singer_sdk.singerlib.exceptions import InvalidInputLine
 
 from target_noojee.cli_config import (
+    ENV_PREFIX,
     EXIT_CONFIG,
     EXIT_FAILED,
     check_config_args,
@@ -368,10 +369,15 @@ class TargetNoojee(Target):
             raise ConfigError("config", _config_errors_line(dict(self.config))) from exc
 
     def _type_numbers_given_as_text(self) -> None:
-        """Number settings given as text are read as numbers (`number_from_text`)."""
+        """Number settings given as text are read as numbers (`number_from_text`); an empty
+        TARGET_NOOJEE_* variable is unset, as the helper commands read it."""
         for name, schema in self.config_jsonschema["properties"].items():
-            if name in self._config:
-                self._config[name] = number_from_text(name, schema, self._config[name])
+            if name not in self._config:
+                continue
+            if self._config[name] == "" and os.environ.get(ENV_PREFIX + name.upper()) == "":
+                del self._config[name]
+                continue
+            self._config[name] = number_from_text(name, schema, self._config[name])
 
     # --- messages --------------------------------------------------------------------------
 

@@ -77,6 +77,7 @@ def test_number_settings_come_from_the_environment(sim: Simulator, tmp_path: Pat
         "TARGET_NOOJEE_MAX_CLOSE_RATIO": "0.25",
         "TARGET_NOOJEE_MAX_REJECT_RATIO": "0.5",
         "TARGET_NOOJEE_REQUEST_TIMEOUT_S": "30",
+        "TARGET_NOOJEE_CLOSE_FIELD": "",  # empty: unset, as the helper commands read it
     }
     messages = [schema_msg(), record_msg(lead(1)), state_msg(1)]
     stdin = "".join(json.dumps(m) + "\n" for m in messages)
