@@ -108,6 +108,10 @@ def check_config_args(argv: list[str]) -> None:
         if arg.startswith("--config="):
             value = arg.split("=", 1)[1]
         if value == "ENV":
+            # An empty variable is unset, as for the helper commands (the SDK would read ""
+            # as false, or fail on it as a number): gone before the SDK reads them.
+            for name in [k for k, v in os.environ.items() if k.startswith(ENV_PREFIX) and not v]:
+                del os.environ[name]
             config_from_env()
         elif value is not None:
             load_config_file(Path(value))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import decimal
 import gzip
 import json
 import typing as t
@@ -68,32 +67,26 @@ REQUIRED: dict[str, dict[str, type | tuple[type, ...]]] = {
 }
 
 
-def _floats(value: t.Any) -> t.Any:
-    if isinstance(value, decimal.Decimal):
-        return float(value)
-    if isinstance(value, dict):
-        return {k: _floats(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_floats(v) for v in value]
-    return value
-
-
 def _modernize_schema_message(message: dict[str, t.Any]) -> None:
-    """Forms older taps write that the SDK refuses, read as they mean: `key_properties` as one
-    string (a list of one), and draft 4's boolean `exclusiveMaximum` / `exclusiveMinimum`
-    (singer-io and pipelinewise tap-postgres write them for every `numeric` column)."""
+    """Forms taps write that the SDK refuses or misreads, read as they mean: `key_properties`
+    as one string (a list of one); draft 4's boolean `exclusiveMaximum` / `exclusiveMinimum`
+    and a fractional `multipleOf` (singer-io and pipelinewise tap-postgres write both for
+    `numeric` columns: 560.05 is no multiple of 0.01 in binary floating point)."""
     keys = message.get("key_properties")
     if isinstance(keys, str):
         message["key_properties"] = [keys]
-    message["schema"] = _draft4_bounds(message["schema"])
+    message["schema"] = _tap_numbers(message["schema"])
 
 
-def _draft4_bounds(node: t.Any) -> t.Any:
+def _tap_numbers(node: t.Any) -> t.Any:
     if isinstance(node, list):
-        return [_draft4_bounds(v) for v in node]
+        return [_tap_numbers(v) for v in node]
     if not isinstance(node, dict):
         return node
-    out = {k: _draft4_bounds(v) for k, v in node.items()}
+    out = {k: _tap_numbers(v) for k, v in node.items()}
+    step = out.get("multipleOf")
+    if isinstance(step, float) and not step.is_integer():
+        del out["multipleOf"]  # a precision, not a constraint a dialer needs checked
     for exclusive, bound in (("exclusiveMaximum", "maximum"), ("exclusiveMinimum", "minimum")):
         flag = out.get(exclusive)
         if isinstance(flag, bool):
@@ -118,8 +111,7 @@ class NumberedReader(SingerReader):
     def deserialize_json(self, line: str) -> dict:
         """Parse one line; a failure names the line, not its content."""
         try:
-            # Decimals, as the SDK's own reader: `multipleOf: 0.01` holds for 560.05 only so.
-            value = json.loads(line, parse_float=decimal.Decimal)
+            value = json.loads(line)
         except json.JSONDecodeError as exc:
             raise InputError(
                 f"input line {self.line_number} is not valid JSON ({exc.msg} at column {exc.colno})"
@@ -159,8 +151,6 @@ class NumberedReader(SingerReader):
             self._check_shape(kind, message)
             if kind == "SCHEMA":
                 _modernize_schema_message(message)
-            elif kind == "STATE":  # goes out again as the tap wrote it: numbers, not text
-                message["value"] = _floats(message["value"])
             try:
                 callback(message)
             except InvalidInputLine:

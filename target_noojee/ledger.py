@@ -296,6 +296,11 @@ class Ledger:
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY})
             for table in _tables(self.sqlite):
                 conn.exec_driver_sql(table)
+            sent = {c["name"] for c in sa.inspect(conn).get_columns("sent_inserts")}
+            if "fingerprint" not in sent:  # an early version 4: a note matching no lead
+                conn.exec_driver_sql(
+                    "ALTER TABLE sent_inserts ADD COLUMN fingerprint TEXT NOT NULL DEFAULT ''"
+                )
             have = {c["name"] for c in sa.inspect(conn).get_columns("leads")}
             for name, kind, fill in _ADDED_COLUMNS:
                 if name not in have:

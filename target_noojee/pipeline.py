@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 from urllib.parse import urlsplit
@@ -162,6 +162,8 @@ class Pipeline:
         self._seq = -1
         self._accepting = False  # `accept` is running (an error escaping it is ours)
         self.records = 0  # records of the input (the watermark also numbers closes and versions)
+        self._rejected_records = 0  # of those, rejected (not re-deliveries, not closes)
+        self._rejected_lock = threading.Lock()  # delivery workers count too
         self._lanes: dict[str, Lane] = {}
         self._staged: list[tuple[Lane, Job, LeadValues]] = []  # waiting for one ledger look-up
         self._reached_lanes: set[str] = set()  # streams the current record reached
@@ -174,6 +176,7 @@ class Pipeline:
         self._started = time.time()  # rejects written before this are the ones re-delivered
         self._closed = False
         self._error: BaseException | None = None  # what stopped the run, for its report
+        self._stop_note: str | None = None  # a signal's stop with records left unsent
         self._stop_progress = threading.Event()
         self._progress: threading.Thread | None = None
 
@@ -578,6 +581,7 @@ class Pipeline:
         lane = self._lanes.get(stream)
         if lane is None or not isinstance(record, Mapping):
             self._write_local_reject(stream, None, reason, {}, lane.ids if lane else None)
+            self._count_rejected_record()
             return
         external_id = lane.source_id(record) if id_known else None
         if lane.settings.mirror:
@@ -607,6 +611,8 @@ class Pipeline:
             self.ledger.insert_sent(job.ids["fCampaignId"], job.external_id, job.fingerprint)
 
     def _remember(self, job: Job, outcome: str, code: int | str | None) -> None:
+        if outcome == REJECTED and not job.redelivery and job.operation != CLOSE:
+            self._count_rejected_record()
         if outcome == REJECTED and not (isinstance(code, int) and lookup(code) is not None):
             return  # a foreign answer or an undocumented code: send the lead again next run
         if job.external_id is None or self.dry_run:
@@ -677,6 +683,7 @@ class Pipeline:
                 self.watermark.release(seq)
                 return
         self._write_local_reject(lane.stream, key, rejection.reason, rejection.lead, lane.ids)
+        self._count_rejected_record()
         if remembered:
             # The reject's own row is committed in the same database by the write above, so
             # the ledger never remembers a reject that is not kept.
@@ -747,6 +754,10 @@ class Pipeline:
                 ", ".join(repr(n) for n in sorted(self._lanes)),
             )
 
+    def _count_rejected_record(self) -> None:
+        with self._rejected_lock:
+            self._rejected_records += 1
+
     def _check_reject_budget(self, *, final: bool) -> None:
         """Stop when more than max_reject_ratio of the records so far were rejected."""
         received = self.records
@@ -754,7 +765,7 @@ class Pipeline:
             return
         if not final and received < REJECT_BUDGET_MIN_RECORDS:
             return
-        rejected = self.stats.total(REJECTED)
+        rejected = self._rejected_records
         if rejected > self.max_reject_ratio * received:
             raise RejectBudgetExceeded(
                 f"{rejected} of {received} records rejected, more than max_reject_ratio="
@@ -762,14 +773,24 @@ class Pipeline:
                 f"{self.rejects.path} says why"
             )
 
-    def shutdown(self, grace_s: float | None = None, *, error: BaseException | None = None) -> int:
-        """On a signal or a failure (`error`, for the run report): no new calls, wait for
-        calls in flight; returns records left unsent."""
+    def shutdown(
+        self,
+        grace_s: float | None = None,
+        *,
+        error: BaseException | None = None,
+        stopped_by: Callable[[int], str] | None = None,
+    ) -> int:
+        """On a signal or a failure: no new calls, wait for calls in flight; returns records
+        left unsent. The run report gives `error`, or what `stopped_by` makes of the unsent
+        count when records are left."""
         grace = float(setting(self.config, "shutdown_grace_s") if grace_s is None else grace_s)
         left = self.delivery.stop(grace)
+        unsent = left if left else self.watermark.unsettled
         self._error = error
+        if stopped_by is not None and unsent:
+            self._stop_note = stopped_by(unsent)
         self.close()
-        return left if left else self.watermark.unsettled
+        return unsent
 
     def close(self) -> None:
         """Stop workers and the progress thread, sync files, log the summary, write the run
@@ -802,7 +823,7 @@ class Pipeline:
         kind only (it never passed our checks for secrets)."""
         error = self._error or self.delivery.failure
         if error is None:
-            return None
+            return self._stop_note
         if isinstance(error, (DeliveryStopped, ConfigError, InputError)):
             return str(error)
         return type(error).__name__

@@ -19,7 +19,6 @@ from singer_sdk.exceptions import ConfigValidationError, RecordsWithoutSchemaExc
 from singer_sdk.singerlib.exceptions import InvalidInputLine
 
 from target_noojee.cli_config import (
-    ENV_PREFIX,
     EXIT_CONFIG,
     EXIT_FAILED,
     check_config_args,
@@ -369,15 +368,10 @@ class TargetNoojee(Target):
             raise ConfigError("config", _config_errors_line(dict(self.config))) from exc
 
     def _type_numbers_given_as_text(self) -> None:
-        """Number settings given as text are read as numbers (`number_from_text`); an empty
-        TARGET_NOOJEE_* variable is unset, as the helper commands read it."""
+        """Number settings given as text are read as numbers (`number_from_text`)."""
         for name, schema in self.config_jsonschema["properties"].items():
-            if name not in self._config:
-                continue
-            if self._config[name] == "" and os.environ.get(ENV_PREFIX + name.upper()) == "":
-                del self._config[name]
-                continue
-            self._config[name] = number_from_text(name, schema, self._config[name])
+            if name in self._config:
+                self._config[name] = number_from_text(name, schema, self._config[name])
 
     # --- messages --------------------------------------------------------------------------
 
@@ -458,9 +452,10 @@ class TargetNoojee(Target):
         try:
             super().listen(file_input)
         except (Terminated, Interrupted):
-            unsent = self.pipeline.shutdown()
+            signum = self._stop_signal or signal.SIGTERM
+            unsent = self.pipeline.shutdown(stopped_by=lambda n: str(StoppedBySignal(signum, n)))
             if unsent:
-                raise StoppedBySignal(self._stop_signal or signal.SIGTERM, unsent) from None
+                raise StoppedBySignal(signum, unsent) from None
             LOGGER.info(
                 "stopped by signal %s; every record received was settled", self._stop_signal
             )

@@ -77,7 +77,10 @@ def test_number_settings_come_from_the_environment(sim: Simulator, tmp_path: Pat
         "TARGET_NOOJEE_MAX_CLOSE_RATIO": "0.25",
         "TARGET_NOOJEE_MAX_REJECT_RATIO": "0.5",
         "TARGET_NOOJEE_REQUEST_TIMEOUT_S": "30",
-        "TARGET_NOOJEE_CLOSE_FIELD": "",  # empty: unset, as the helper commands read it
+        # Empty: unset, as the helper commands read them (not false, not a failed number).
+        "TARGET_NOOJEE_CLOSE_FIELD": "",
+        "TARGET_NOOJEE_TLS_VERIFY": "",
+        "TARGET_NOOJEE_MAX_CONCURRENCY": "",
     }
     messages = [schema_msg(), record_msg(lead(1)), state_msg(1)]
     stdin = "".join(json.dumps(m) + "\n" for m in messages)

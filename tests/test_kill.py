@@ -89,7 +89,10 @@ def assert_state_covers_only_settled(sim: Simulator, states: list[str]) -> int:
 @pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
 def test_kill_mid_run_then_resume(tmp_path: Path, how: str) -> None:
     with Simulator(api_key=API_KEY, slots=3, service_ms=15) as sim:
-        config = base_config(sim, tmp_path, fallback_disposition="Call Back")
+        report = tmp_path / "report.json"
+        config = base_config(
+            sim, tmp_path, fallback_disposition="Call Back", report_file=str(report)
+        )
         proc = start_target(config, tmp_path)
         states = feed_and_collect(proc, messages())
         deadline = time.monotonic() + 30
@@ -103,6 +106,7 @@ def test_kill_mid_run_then_resume(tmp_path: Path, how: str) -> None:
         if how == "SIGTERM":
             assert rc != 0  # input was cut off with records in flight or unread
             assert b"Traceback" not in proc.stderr.read()  # type: ignore[union-attr]
+            assert "stopped by signal 15" in json.loads(report.read_text())["error"]
         resume = assert_state_covers_only_settled(sim, states)
         proc = start_target(config, tmp_path)
         states = feed_and_collect(proc, messages(resume))

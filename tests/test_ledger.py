@@ -197,3 +197,22 @@ def test_a_second_run_of_the_same_stream_on_one_sqlite_ledger_stops(tmp_path: Pa
         states.finish()
         again = run_target(config, [schema_msg(), record_msg(lead(99))], other)
         assert again.returncode == 0  # the lock is gone with the run that held it
+
+
+def test_an_early_sent_inserts_table_without_fingerprints_is_upgraded(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite"
+    Ledger(path, "pbx").close()
+    db = sqlite3.connect(path)
+    db.executescript(
+        "DROP TABLE sent_inserts; CREATE TABLE sent_inserts (pbx TEXT NOT NULL, campaign_id "
+        "BIGINT NOT NULL, external_id TEXT NOT NULL, at DOUBLE PRECISION NOT NULL, "
+        "PRIMARY KEY (pbx, campaign_id, external_id));"
+        "INSERT INTO sent_inserts VALUES ('pbx', 41, 'L1', 1.0);"
+    )
+    db.commit()
+    db.close()
+    ledger = Ledger(path, "pbx")
+    assert ledger.inserts_unsettled(41, ["L1"], before=2.0) == {"L1": ""}  # matches no lead
+    ledger.insert_sent(41, "L2", "fp")
+    assert ledger.inserts_unsettled(41, ["L2"], before=time.time() + 1) == {"L2": "fp"}
+    ledger.close()

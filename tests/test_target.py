@@ -457,3 +457,17 @@ def test_the_reject_budget_counts_records_only_and_the_report_says_why(
     assert result.returncode == 1, result.stderr
     assert "2 of 3 records rejected" in result.stderr
     assert "2 of 3 records rejected" in json.loads(report.read_text())["error"]
+
+
+def test_redeliveries_rejected_again_do_not_count_against_the_reject_budget(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    dnc = [record_msg(lead(i, phone="0390000000")) for i in range(3)]  # on the DNC list: 104
+    config = base_config(sim, tmp_path, fallback_disposition="Call Back")
+    assert run_target(config, [schema_msg(), *dnc], tmp_path).returncode == 0
+    nightly = {**config, "redeliver_after_s": {"104": 0}, "max_reject_ratio": 0.2}
+    fresh = [record_msg(lead(i)) for i in range(10, 20)]
+    result = run_target(nightly, [schema_msg(), *fresh, state_msg(10)], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "re-delivering 3" in result.stderr
+    assert result.states == [state_msg(10)["value"]]
