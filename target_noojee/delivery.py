@@ -31,7 +31,7 @@ import backoff
 
 from target_noojee import codes
 from target_noojee.client import Outcome
-from target_noojee.codes import COULDNT_FIND_THE_LEAD, Kind
+from target_noojee.codes import COULDNT_FIND_THE_LEAD, DUPLICATE, Kind
 from target_noojee.pacing import Limiter, Permit, Signal
 from target_noojee.policy import INSERT, UPDATE, Attempt, next_step
 from target_noojee.rejects import RejectStore, reject_entry
@@ -90,6 +90,7 @@ class Job:
     fallback_used: bool = False
     lost_insert: bool = False  # this very lead may have been inserted (a reply lost)
     maybe_inserted: bool = False  # a run that died may have inserted an earlier version of it
+    duplicate: tuple[Outcome, dict[str, str]] | None = field(default=None, repr=False)  # a 105
     queued_at: float = 0.0  # when it became due first: a resend keeps its place in line
     first_failure: float | None = None
     backing_off: bool = False  # waiting in the heap for its retry
@@ -358,6 +359,11 @@ class Delivery:
             job.lost_insert = True
         if outcome.code == COULDNT_FIND_THE_LEAD:  # the PBX does not hold it: no insert landed
             job.lost_insert = job.maybe_inserted = False
+            if job.duplicate is not None and job.operation == "insert":
+                # So the 105 that sent it to an update was the PBX's own answer: another lead
+                # holds the number. Rejected as that, the insert's body and endpoint kept.
+                outcome, body = job.duplicate
+                job.endpoint = INSERT
         attempt = Attempt(
             operation=job.operation,
             endpoint=job.endpoint,
@@ -379,6 +385,8 @@ class Delivery:
             self._stats.add(job.stream, RETRIED, outcome.label)
             self._retry_later(job, outcome)
         elif step.action == "resend":
+            if outcome.code == DUPLICATE and step.endpoint == UPDATE:
+                job.duplicate = (outcome, body)
             job.endpoint = step.endpoint or job.endpoint
             job.fallback_used = job.fallback_used or step.use_fallback_disposition
             with self._cond:

@@ -292,6 +292,9 @@ class Pipeline:
     def flush(self) -> None:
         """Look the staged leads up in the ledger in one query per campaign, then send them."""
         staged, self._staged = self._staged, []
+        # Leads with a job on its way now: the rows read below may be overtaken by its outcome
+        # before they are used, so they cannot say "unchanged" (read before the rows).
+        busy = {job.lead_key for _l, job, _v in staged if self.delivery.is_pending(job.lead_key)}
         wanted: dict[int, list[str]] = {}
         for _lane, job, _values in staged:
             if job.external_id is not None:
@@ -306,7 +309,7 @@ class Pipeline:
             if job.external_id is not None:
                 entry = known[job.ids["fCampaignId"]].get(job.external_id)
                 self._inserted_before(job, in_doubt[job.ids["fCampaignId"]].get(job.external_id))
-            self._decide(lane, job, values, entry)
+            self._decide(lane, job, values, entry, stale=job.lead_key in busy)
 
     @staticmethod
     def _inserted_before(job: Job, sent: str | None) -> None:
@@ -316,8 +319,11 @@ class Pipeline:
             job.lost_insert = sent == job.fingerprint
             job.maybe_inserted = sent != job.fingerprint
 
-    def _decide(self, lane: Lane, job: Job, values: LeadValues, entry: Entry | None) -> None:
-        """Send a lead, or settle it at once: unchanged, or a reopen that cannot be sent."""
+    def _decide(
+        self, lane: Lane, job: Job, values: LeadValues, entry: Entry | None, *, stale: bool
+    ) -> None:
+        """Send a lead, or settle it at once: unchanged (unless its row may be `stale`), or a
+        reopen that cannot be sent."""
         if job.operation == "upsert" and entry is not None and entry.on_pbx:
             job.endpoint = UPDATE  # a known lead: one update, no 112 first
         if entry is not None and entry.closed:
@@ -326,7 +332,7 @@ class Pipeline:
             except LocalRejection as rejection:
                 self._reject_local(lane, job.seq, job.key, rejection, external_id=job.external_id)
                 return
-        elif self._unchanged(job, entry):
+        elif not stale and self._unchanged(job, entry):
             self.stats.add(lane.stream, UNCHANGED)
             self.watermark.release(job.seq)
             return
@@ -405,13 +411,21 @@ class Pipeline:
             )
             return
         entry = self.ledger.get(lane.settings.campaign_id, external_id)
-        if entry is not None and entry.closed and not self.full_resend:
+        on_its_way = self._on_its_way((lane.settings.campaign_id, external_id))
+        if entry is not None and entry.closed and not self.full_resend and not on_its_way:
             self.stats.add(lane.stream, UNCHANGED)  # closed already: no call
             self.watermark.release(seq)
             return
         replaced = self.lifecycle.plan(Close(lane.stream, external_id, reason, seq, key))
         if replaced is not None:
             self.watermark.release(replaced.seq)
+
+    def _on_its_way(self, lead_key: Any) -> bool:
+        """A job for this lead is staged or with delivery (a reopen, say): the ledger's row
+        does not say yet what the PBX will hold."""
+        return self.delivery.is_pending(lead_key) or any(
+            job.lead_key == lead_key for _lane, job, _values in self._staged
+        )
 
     def _skip_delete(self, lane: Lane, seq: int) -> None:
         if lane.stream not in self._warned_deletes:

@@ -479,6 +479,10 @@ class TargetNoojee(Target):
         Ctrl+C under `meltano run` sends SIGINT to the process group and Meltano then sends
         SIGTERM: a second signal within SAME_STOP_REQUEST_S of the first is that same request.
         """
+        if not hasattr(self, "pipeline"):  # still starting: nothing read, nothing sent
+            self._stop_signal, self._stop_at = signum, time.monotonic()
+            LOGGER.warning("signal %d during start-up: no input will be read", signum)
+            return  # the reader stops at its first line (raising here is not safe)
         if self._stop_signal is not None:
             if time.monotonic() - self._stop_at < SAME_STOP_REQUEST_S:
                 return

@@ -278,3 +278,25 @@ def test_a_lost_reply_does_not_hold_state_back_behind_the_whole_window(tmp_path:
         assert proc.wait(timeout=180) == 0
         assert len(states.finish()) > 10 and len(sim.leads(campaign_id=41)) == n
         assert delivered_then < n / 2  # the first STATE came while most of the run was to come
+
+
+def test_a_duplicate_phone_cut_off_by_a_kill_is_rejected_105_next_run(tmp_path: Path) -> None:
+    """Two inserts of one phone in flight when the run is killed: the PBX takes one and answers
+    the other 105 to nobody. Next run the noted one is tried as maybe ours (update), the PBX
+    does not know it (101): its reject is the 105 it is, to re-send by `--code 105`."""
+    lines = [schema_msg(), record_msg(lead(1, phone="0411111111"))]
+    lines += [record_msg(lead(2, phone="0411111111")), {"type": "STATE", "value": {"next": 2}}]
+    with Simulator(api_key=API_KEY, slots=2, service_ms=1500) as sim:
+        config = base_config(sim, tmp_path, operation="insert", concurrency=2)
+        kill_with_inserts_in_service(sim, config, tmp_path, lines, 2)
+        held = [x["external_id"] for x in sim.leads(campaign_id=41)]
+        assert len(held) == 1
+        proc = start_target(config, tmp_path)
+        states = feed_and_collect(proc, lines)
+        assert proc.wait(timeout=60) == 0
+        assert json.loads(states.finish()[-1]) == {"next": 2}
+        rejects = [json.loads(x) for x in (tmp_path / "rejects.jsonl").read_text().splitlines()]
+        other = "L00002" if held == ["L00001"] else "L00001"
+        assert [(r["key"], r["code"], r["endpoint"]) for r in rejects] == [
+            (other, 105, "insertLeadFast")
+        ]

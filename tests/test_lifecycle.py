@@ -423,3 +423,19 @@ def test_a_run_that_dies_after_a_state_keeps_the_presence_of_the_rows_it_covers(
     result = run_target(cfg, resumed, tmp_path)
     assert result.returncode == 0, result.stderr
     assert closed(sim) == set()
+
+
+def test_a_closed_lead_reopened_then_deleted_in_one_run_ends_closed(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    """The reopen is on its way when the delete comes: the ledger still says closed, but the
+    PBX will hold the lead open, so the delete closes it again (never phone it)."""
+    load(sim, tmp_path, 2)
+    cfg = config(sim, tmp_path, reopen_disposition="Call Back")
+    assert run_target(cfg, [schema_msg(), deleted(1), state_msg(1)], tmp_path).returncode == 0
+    assert closed(sim) == {"L00001"}
+    again = [schema_msg(), record_msg(lead(1)), deleted(1), state_msg(2)]
+    result = run_target(cfg, again, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert closed(sim) == {"L00001"}
+    assert result.states == [state_msg(2)["value"]]
