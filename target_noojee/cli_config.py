@@ -44,17 +44,14 @@ def load_config_file(path: Path) -> dict[str, Any]:
         raise ConfigError(
             "config", f"--config {path} is not JSON (line {exc.lineno}, column {exc.colno})"
         ) from None
-    except ValueError as exc:  # NaN, or not UTF-8: says where, never the content
-        reason = str(exc) if isinstance(exc, UnicodeDecodeError) or "JSON" in str(exc) else ""
-        raise ConfigError(
-            "config", f"--config {path} is not JSON ({reason or exc.__class__.__name__})"
-        ) from None
+    except ValueError as exc:  # NaN (`_not_json`), or not UTF-8: says where, not the content
+        raise ConfigError("config", f"--config {path} is not JSON ({exc})") from None
     if not isinstance(loaded, dict):
         raise ConfigError("config", f"--config {path} must hold a JSON object")
     return loaded
 
 
-def env_value(name: str, schema: Mapping[str, Any], raw: str) -> Any:
+def _env_value(name: str, schema: Mapping[str, Any], raw: str) -> Any:
     """One variable's value, typed by the setting's JSON Schema (objects and arrays as JSON)."""
     var = ENV_PREFIX + name.upper()
     declared = schema.get("type", ["string"])
@@ -95,7 +92,7 @@ def config_from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     for name, schema in TargetNoojee.config_jsonschema["properties"].items():
         raw = environ.get(ENV_PREFIX + name.upper())
         if raw:
-            config[name] = env_value(name, schema, raw)
+            config[name] = _env_value(name, schema, raw)
     return config
 
 

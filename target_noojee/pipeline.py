@@ -531,6 +531,9 @@ class Pipeline:
         LOGGER.info(
             "stream %r: re-delivering %d rejected lead(s) whose wait is over", lane.stream, len(due)
         )
+        in_doubt = self.ledger.inserts_unsettled(
+            settings.campaign_id, [r.external_id for r in due], before=self._started
+        )
         for reject in due:
             entry = {
                 "stream": lane.stream,
@@ -545,10 +548,7 @@ class Pipeline:
             job.operation = CLOSE if is_close else settings.operation
             job.delivered_as = CLOSED if is_close else REDELIVERED
             job.redelivery = True
-            sent = self.ledger.inserts_unsettled(
-                settings.campaign_id, [reject.external_id], before=self._started
-            )
-            self._inserted_before(job, sent.get(reject.external_id))
+            self._inserted_before(job, in_doubt.get(reject.external_id))
             self._send(lane, job, "redeliver")
 
     def reject_job(self, entry: Mapping[str, Any], fallback: str | None) -> Job:
